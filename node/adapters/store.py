@@ -1,0 +1,344 @@
+"""Persistent state in TinyDB, owned by one executor thread.
+
+Layout under the data directory::
+
+    node.json                 node-wide state (schema version, admin password hash)
+    node.lock                 flock held by the process that owns this data dir
+    stores/<onion>/key        the store's 32-byte ed25519 seed (mode 0600)
+    stores/<onion>/store.json profile, listings and the catalog ``seq``
+    stores/<onion>/images/    re-encoded images, named by content hash
+
+Every store has its own files, so no query can join two stores. TinyDB is not
+thread-safe: all access goes through ``_call``, which runs on one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import fcntl
+import functools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tinydb import Query, TinyDB
+
+from ..errors import ConfigError, NodeBusy, NotFound, StorageError
+from ..fsutil import atomic_write, fsync_dir, make_private_dir
+from .jsonstore import AtomicJSONStorage
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+# schema version -> function upgrading a store db from that version by one step.
+MIGRATIONS: dict[int, Callable[[TinyDB], None]] = {}
+
+
+def _open_db(path: Path) -> TinyDB:
+    return TinyDB(path, storage=AtomicJSONStorage)
+
+
+def _storage(db: TinyDB) -> AtomicJSONStorage:
+    storage = db.storage
+    assert isinstance(storage, AtomicJSONStorage)
+    return storage
+
+
+def _table(db: TinyDB, name: str) -> Any:
+    return db.table(name, cache_size=0)
+
+
+def read_lock_info(data_dir: Path) -> dict[str, Any]:
+    """What the process holding the data dir wrote into node.lock (may be empty)."""
+    try:
+        info = json.loads((data_dir / "node.lock").read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class DataDirLock:
+    """An exclusive flock on ``node.lock``; the kernel drops it if we die."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "node.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = read_lock_info(self.path.parent).get("pid", "?")
+            raise NodeBusy(f"the data directory is in use by another Pasar process (pid {pid})") from None
+        self._fd = fd
+
+    def publish(self, info: dict[str, Any]) -> None:
+        """Tell other processes (the CLI) how to reach this node."""
+        assert self._fd is not None
+        data = json.dumps(info).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Storage:
+    """Async facade; every method runs on the single storage thread."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.stores_dir = data_dir / "stores"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pasar-db")
+        self._node: TinyDB | None = None
+        self._dbs: dict[str, TinyDB] = {}
+        self.lock = DataDirLock(data_dir)
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        """Close every file and release the lock; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _open(self) -> None:
+        if not (self.data_dir / "node.json").exists():
+            raise ConfigError(f"{self.data_dir} is not initialised: run `pasar init` first")
+        self.lock.acquire()
+        try:
+            self._node = _open_db(self.data_dir / "node.json")
+            self._check_schema(self._node, "node.json")
+            for onion in self._store_dirs():
+                self._db(onion)
+        except BaseException:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+        self.lock.release()
+
+    @staticmethod
+    def initialise(data_dir: Path) -> bool:
+        """Create the data dir and node.json; False if it already existed."""
+        make_private_dir(data_dir / "stores")
+        path = data_dir / "node.json"
+        if path.exists():
+            return False
+        doc = {"meta": {"1": {"schema": SCHEMA_VERSION, "created_at": int(time.time())}}}
+        atomic_write(path, json.dumps(doc).encode())
+        return True
+
+    def _check_schema(self, db: TinyDB, what: str) -> None:
+        meta = _table(db, "meta")
+        doc = meta.get(doc_id=1) or {}
+        version = int(doc.get("schema", 0))
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"{what} was written by a newer Pasar (schema {version}); upgrade")
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise StorageError(f"{what}: no migration from schema {version}")
+            with _storage(db).batch():
+                MIGRATIONS[version](db)
+                version += 1
+                meta.update({"schema": version}, doc_ids=[1])
+
+    def _store_dirs(self) -> list[str]:
+        if not self.stores_dir.exists():
+            return []
+        return sorted(p.name for p in self.stores_dir.iterdir() if (p / "key").exists() and not p.name.startswith("."))
+
+    def _db(self, onion: str) -> TinyDB:
+        db = self._dbs.get(onion)
+        if db is None:
+            path = self.stores_dir / onion / "store.json"
+            if not path.exists():
+                raise NotFound(f"no store {onion}")
+            db = _open_db(path)
+            self._check_schema(db, f"store {onion}")
+            self._dbs[onion] = db
+        return db
+
+    # -- node-wide -------------------------------------------------------
+    async def admin_password_hash(self) -> bytes | None:
+        def run() -> bytes | None:
+            assert self._node is not None
+            doc = _table(self._node, "admin").get(doc_id=1)
+            return doc["password_hash"].encode() if doc else None
+
+        return await self._call(run)
+
+    @staticmethod
+    def has_admin_password(data_dir: Path) -> bool:
+        """Read-only peek (files are replaced atomically, so no lock is needed)."""
+        try:
+            doc = json.loads((data_dir / "node.json").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return bool(doc.get("admin", {}).get("1", {}).get("password_hash"))
+
+    @staticmethod
+    def set_admin_password_hash(data_dir: Path, password_hash: bytes) -> None:
+        """Used by ``pasar init`` before any node runs (holds the lock itself)."""
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        try:
+            db = _open_db(data_dir / "node.json")
+            _table(db, "admin").upsert({"password_hash": password_hash.decode()}, Query().password_hash.exists())
+            if not _table(db, "admin").get(doc_id=1):
+                raise StorageError("admin password was not stored")
+            db.close()
+        finally:
+            lock.release()
+
+    # -- stores ----------------------------------------------------------
+    async def list_stores(self) -> list[dict[str, Any]]:
+        return await self._call(lambda: [self._store_record(o) for o in self._store_dirs()])
+
+    async def get_store(self, onion: str) -> dict[str, Any]:
+        return await self._call(self._store_record, onion)
+
+    def _store_record(self, onion: str) -> dict[str, Any]:
+        db = self._db(onion)
+        meta = _table(db, "meta").get(doc_id=1) or {}
+        profile = _table(db, "profile").get(doc_id=1) or {}
+        return {
+            "onion": onion,
+            "seq": int(meta.get("seq", 0)),
+            "port": meta.get("port"),
+            "created_at": meta.get("created_at"),
+            "profile": copy.deepcopy(dict(profile)),
+        }
+
+    async def create_store(self, onion: str, seed: bytes, profile: dict[str, Any], port: int | None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            final = self.stores_dir / onion
+            if final.exists():
+                raise StorageError(f"store {onion} already exists")
+            tmp = self.stores_dir / f".new-{onion}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            make_private_dir(tmp / "images")
+            atomic_write(tmp / "key", seed)
+            now = int(time.time())
+            doc = {
+                "meta": {"1": {"schema": SCHEMA_VERSION, "seq": now, "port": port, "created_at": now}},
+                "profile": {"1": profile},
+                "listings": {},
+            }
+            atomic_write(tmp / "store.json", json.dumps(doc, ensure_ascii=False).encode())
+            os.rename(tmp, final)
+            fsync_dir(self.stores_dir)
+            return self._store_record(onion)
+
+        return await self._call(run)
+
+    async def read_key(self, onion: str) -> bytes:
+        def run() -> bytes:
+            self._db(onion)
+            seed = (self.stores_dir / onion / "key").read_bytes()
+            if len(seed) != 32:
+                raise StorageError(f"store {onion}: key file is damaged")
+            return seed
+
+        return await self._call(run)
+
+    def _bump_seq(self, db: TinyDB) -> int:
+        meta = _table(db, "meta")
+        current = int((meta.get(doc_id=1) or {}).get("seq", 0))
+        seq = max(current + 1, int(time.time()))
+        meta.update({"seq": seq}, doc_ids=[1])
+        return seq
+
+    async def bump_seq(self, onion: str) -> int:
+        def run() -> int:
+            db = self._db(onion)
+            with _storage(db).batch():
+                return self._bump_seq(db)
+
+        return await self._call(run)
+
+    async def update_profile(self, onion: str, profile: dict[str, Any]) -> int:
+        def run() -> int:
+            db = self._db(onion)
+            with _storage(db).batch():
+                _table(db, "profile").update(profile, doc_ids=[1])
+                return self._bump_seq(db)
+
+        return await self._call(run)
+
+    # -- listings --------------------------------------------------------
+    async def listings(self, onion: str) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            return [copy.deepcopy(dict(d)) for d in _table(self._db(onion), "listings").all()]
+
+        return await self._call(run)
+
+    async def put_listings(self, onion: str, listings: list[dict[str, Any]]) -> int:
+        """Insert or replace listings (by ``id``) in one atomic write."""
+
+        def run() -> int:
+            db = self._db(onion)
+            table = _table(db, "listings")
+            with _storage(db).batch():
+                for listing in listings:
+                    table.upsert(copy.deepcopy(listing), Query().id == listing["id"])
+                return self._bump_seq(db)
+
+        return await self._call(run)
+
+    async def delete_listing(self, onion: str, listing_id: str) -> int:
+        def run() -> int:
+            db = self._db(onion)
+            with _storage(db).batch():
+                if not _table(db, "listings").remove(Query().id == listing_id):
+                    raise NotFound(f"no listing {listing_id!r} in this store")
+                return self._bump_seq(db)
+
+        return await self._call(run)
+
+    # -- images ----------------------------------------------------------
+    def image_path(self, onion: str, name: str) -> Path:
+        return self.stores_dir / onion / "images" / name
+
+    async def put_image(self, onion: str, name: str, data: bytes) -> None:
+        def run() -> None:
+            self._db(onion)
+            path = self.image_path(onion, name)
+            if not path.exists():
+                atomic_write(path, data, mode=0o644)
+
+        await self._call(run)
+
+    async def read_image(self, onion: str, name: str) -> bytes:
+        def run() -> bytes:
+            try:
+                return self.image_path(onion, name).read_bytes()
+            except FileNotFoundError:
+                raise NotFound("no such image") from None
+
+        return await self._call(run)

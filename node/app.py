@@ -1,0 +1,164 @@
+"""App factory: the admin application owns every resource as a cleanup context.
+
+``create_app`` returns the admin app (loopback). Its cleanup contexts open the
+storage, build the market, and start one listener per store, each serving its
+own storefront application. ``serve`` binds the admin listener and runs until
+told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .adapters.store import Storage
+from .config import Config
+from .errors import ConfigError
+from .market.service import Limits, Market
+from .web import admin, api, keys, middlewares, render
+from .web.auth import AdminAuth, make_guard
+from .web.pagecache import PageCache
+from .web.storefront import create_store_app
+
+log = logging.getLogger(__name__)
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("store_runners")
+
+
+def templates_dir() -> Path:
+    """``templates/`` beside the package (checkout), else the installed copy."""
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "templates",
+        Path(sys.prefix) / "share" / "pasar" / "templates",
+    ):
+        if (candidate / "base.html").is_file():
+            return candidate
+    raise ConfigError("cannot find Pasar's templates directory; reinstall Pasar")
+
+
+def url_for_host(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def read_token(config: Config) -> str:
+    try:
+        token = config.admin_token_path.read_text().strip()
+    except OSError:
+        raise ConfigError(f"{config.admin_token_path} is missing: run `pasar init` first") from None
+    if len(token) < 32:
+        raise ConfigError(f"{config.admin_token_path} is damaged: run `pasar init --new-token`")
+    return token
+
+
+def limits_from(config: Config) -> Limits:
+    return Limits(
+        catalog_ttl=config.catalog_ttl,
+        max_images=config.max_images,
+        max_image_bytes=config.max_image_bytes,
+        max_image_side=config.max_image_side,
+        store_port_base=config.store_port_base,
+        reserved_ports=frozenset({config.admin_port}),
+    )
+
+
+async def _start_listener(app: web.Application, record: dict[str, Any]) -> None:
+    """Serve one store on its own loopback port; a failure marks only that store."""
+    config, onion = app[keys.CONFIG], record["onion"]
+    runner = web.AppRunner(create_store_app(app, onion), access_log=None, handle_signals=False)
+    await runner.setup()
+    port = record["port"] or 0
+    try:
+        await web.TCPSite(runner, config.store_host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        app[keys.STATUS][onion] = (
+            f"error: cannot listen on port {port} ({exc.strerror}); free it or change the store's port"
+        )
+        log.error("store %s: %s", onion, app[keys.STATUS][onion])
+        return
+    bound = runner.addresses[0]
+    app[RUNNERS][onion] = runner
+    app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
+    app[keys.STATUS][onion] = "local"
+    log.info("store %s serving on %s", onion, app[keys.LISTENERS][onion])
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[STORAGE].open()
+    yield
+    await app[STORAGE].close()
+
+
+async def _market_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, storage = app[keys.CONFIG], app[STORAGE]
+    app[keys.MARKET] = Market(storage, limits_from(config))
+    app[keys.AUTH].password_hash = await storage.admin_password_hash()
+    yield
+
+
+async def _listeners_ctx(app: web.Application) -> AsyncIterator[None]:
+    market = app[keys.MARKET]
+    for record in await market.stores():
+        await _start_listener(app, record)
+
+    async def on_created(record: dict[str, Any]) -> None:
+        await _start_listener(app, record)
+
+    market.on_store_created.append(on_created)
+    yield
+    market.on_store_created.remove(on_created)
+    await asyncio.gather(*(r.cleanup() for r in app[RUNNERS].values()))
+    app[RUNNERS].clear()
+    app[keys.LISTENERS].clear()
+
+
+def create_app(config: Config, *, storage: Storage | None = None) -> web.Application:
+    auth = AdminAuth(password_hash=None, api_token=read_token(config))
+    max_body = config.max_images * config.max_image_bytes + 1024 * 1024
+    app = web.Application(middlewares=[middlewares.errors, make_guard(auth)], client_max_size=max_body)
+    app.on_response_prepare.append(middlewares.security_headers)
+    app[keys.CONFIG] = config
+    app[keys.AUTH] = auth
+    app[STORAGE] = storage or Storage(config.data_dir)
+    app[keys.PAGES] = PageCache()
+    app[keys.LISTENERS] = {}
+    app[keys.STATUS] = {}
+    app[RUNNERS] = {}
+    tdir = templates_dir()
+    app[keys.CSS] = (tdir / "static" / "style.css").read_bytes()
+    app[keys.JINJA] = render.make_env(tdir)
+    render.attach(app, app[keys.JINJA])
+    app.cleanup_ctx.extend([_storage_ctx, _market_ctx, _listeners_ctx])
+    admin.add_routes(app)
+    api.add_routes(app)
+    return app
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    """Run the node until ``stop`` is set."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.admin_host, config.admin_port, reuse_address=True).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"admin port {config.admin_port} on {config.admin_host} is unavailable ({exc.strerror}); "
+                "is another node running? choose another with --admin-port"
+            ) from None
+        host, port = runner.addresses[0][:2]
+        app[keys.AUTH].set_port(config.admin_host, port)
+        admin_url = url_for_host(host, port)
+        app[STORAGE].lock.publish({"pid": os.getpid(), "admin_url": admin_url})
+        log.info("admin on %s (loopback only)", admin_url)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

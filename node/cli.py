@@ -1,0 +1,325 @@
+"""``pasar`` command line: argv -> Config -> action. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import config as cfg
+from .adapters.store import Storage
+from .errors import ConfigError, PasarError, ValidationError
+from .fsutil import atomic_write
+from .market import importer
+
+log = logging.getLogger("pasar")
+Command = Callable[[argparse.Namespace, cfg.Config], Awaitable[int]]
+MIN_PASSWORD = 8
+IMPORT_BATCH = 50
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- init --------------------------------------------------------------------
+def _ask_password() -> str:
+    env = os.environ.get("PASAR_ADMIN_PASSWORD")
+    if env is not None:
+        password = env
+    elif not sys.stdin.isatty():
+        raise ConfigError("no terminal to ask for the admin password: set PASAR_ADMIN_PASSWORD")
+    else:
+        password = getpass.getpass("Admin password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the passwords differ; nothing was changed")
+    if len(password) < MIN_PASSWORD:
+        raise ConfigError(f"the admin password needs at least {MIN_PASSWORD} characters")
+    return password
+
+
+async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .crypto import hash_password
+
+    # Ask first: a refused password must not leave a data dir nobody can log in to.
+    password_hash = None
+    if args.reset_password or not Storage.has_admin_password(config.data_dir):
+        password_hash = await asyncio.to_thread(hash_password, _ask_password())
+    created = Storage.initialise(config.data_dir)
+    if password_hash is not None:
+        Storage.set_admin_password_hash(config.data_dir, password_hash)
+    token_path = config.admin_token_path
+    if created or args.new_token or not token_path.exists():
+        atomic_write(token_path, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
+    if not created and password_hash is None and not args.new_token:
+        out(f"{config.data_dir} is already initialised (use --reset-password or --new-token to change them)")
+        return 0
+    out(f"initialised {config.data_dir}")
+    out(f"admin API token: {token_path} (mode 0600)")
+    return 0
+
+
+# -- run ---------------------------------------------------------------------
+async def cmd_run(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .app import serve
+
+    if not args.no_tor:
+        raise ConfigError(
+            "this version serves stores on loopback only: run `pasar run --no-tor` (Tor publishing comes next)"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)
+    log.info("stopped")
+    return 0
+
+
+# -- stores ------------------------------------------------------------------
+async def cmd_store_create(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    async with open_backend(config) as backend:
+        store = await backend.create_store({"name": args.name, "description": args.description or ""})
+    out(store["address"])
+    return 0
+
+
+async def cmd_store_list(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    async with open_backend(config) as backend:
+        stores = await backend.stores()
+    if args.json:
+        out(json.dumps(stores, indent=2))
+        return 0
+    for s in stores:
+        out(f"{s['address']}  {s['name']}  {s['local_url'] or '(port chosen at run)'}  {s['status']}")
+    if not stores:
+        out("no stores yet: pasar store create NAME")
+    return 0
+
+
+# -- listings ----------------------------------------------------------------
+def _listing_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from .market import lineformats
+
+    data: dict[str, Any] = {}
+    if args.json_file:
+        try:
+            data = json.loads(Path(args.json_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.json_file}: cannot read listing JSON: {exc}") from None
+    for name in ("title", "description", "category", "tags", "kind", "price_sat", "inventory"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    if args.shipping:
+        data["shipping"] = lineformats.parse_shipping("\n".join(args.shipping))
+    return data
+
+
+async def cmd_listing_add(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    data = _listing_from_args(args)
+    async with open_backend(config) as backend:
+        onion = await backend.resolve(args.store)
+        images = [(await backend.add_image(onion, _read(p)))["id"] for p in args.image or []]
+        if images:
+            data["images"] = data.get("images", []) + images
+        listing = (await backend.add_listings(onion, [data]))[0]
+    out(listing["id"])
+    return 0
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+async def cmd_listing_list(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+    from .web.render import sats
+
+    async with open_backend(config) as backend:
+        items = await backend.listings(await backend.resolve(args.store))
+    if args.json:
+        out(json.dumps(items, indent=2, ensure_ascii=False))
+        return 0
+    for item in items:
+        state = "active" if item["active"] else "hidden"
+        out(f"{item['id']}  {sats(item['price_sat']):>16}  {state:6}  {item['title']}")
+    return 0
+
+
+async def cmd_listing_remove(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    async with open_backend(config) as backend:
+        await backend.remove_listing(await backend.resolve(args.store), args.id)
+    out(f"removed {args.id}")
+    return 0
+
+
+class Progress:
+    """A bar on a terminal; one line per step otherwise (logs, pipes)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.tty = total, sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        if self.tty:
+            width = 30
+            filled = width * done // max(self.total, 1)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
+            if done >= self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(f"imported {done}/{self.total}\n")
+        sys.stderr.flush()
+
+
+async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    path = Path(args.file)
+    text = _read(path).decode("utf-8-sig", errors="strict")
+    rows = importer.parse(text, base_dir=path.parent, max_images=config.max_images, now=int(time.time()))
+    progress, done = Progress(len(rows)), 0
+    async with open_backend(config) as backend:
+        onion = await backend.resolve(args.store)
+        for start in range(0, len(rows), args.batch):
+            batch = rows[start : start + args.batch]
+            items = []
+            for row in batch:
+                images = [(await backend.add_image(onion, _read(p)))["id"] for p in row.images]
+                items.append({**row.data, "images": images})
+            try:
+                await backend.add_listings(onion, items)
+            except ValidationError as exc:
+                first = batch[0].line
+                raise ValidationError(
+                    exc.fields, f"rows from line {first}: {exc.message}; {done} imported before"
+                ) from None
+            done += len(batch)
+            progress.update(done)
+    out(f"imported {done} listings into {onion}.onion")
+    return 0
+
+
+async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
+    for name, default, help_ in cfg.describe():
+        out(f"{name} = {getattr(config, name)!r}    # default {default}: {help_}")
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data directory (default ~/.local/share/pasar, or PASAR_DATA_DIR)")
+    parser = argparse.ArgumentParser(
+        prog="pasar", description="Pasar: a peer-to-peer marketplace node.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"pasar {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create the data directory, admin password and API token")
+    p.add_argument("--reset-password", action="store_true", help="set a new admin password")
+    p.add_argument("--new-token", action="store_true", help="replace the admin API token")
+    p.set_defaults(func=cmd_init, needs_init=False)
+
+    p = sub.add_parser("run", parents=[common], help="run the node (stores, admin)")
+    p.add_argument("--no-tor", action="store_true", help="serve stores on loopback only, without Tor")
+    p.add_argument("--admin-port", type=int, help="admin listener port (default 8420)")
+    p.add_argument("--store-port-base", type=int, help="first port for new stores")
+    p.add_argument("--log-level", help="debug, info, warning or error")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", parents=[common], help="show the effective settings")
+    p.set_defaults(func=cmd_config, needs_init=False)
+
+    store = sub.add_parser("store", parents=[common], help="create and list stores").add_subparsers(
+        dest="store_command", required=True, metavar="ACTION"
+    )
+    p = store.add_parser("create", parents=[common], help="create a store; prints its onion address")
+    p.add_argument("name")
+    p.add_argument("--description")
+    p.set_defaults(func=cmd_store_create)
+    p = store.add_parser("list", parents=[common], help="list stores")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_store_list)
+
+    listing = sub.add_parser("listing", parents=[common], help="add, list, remove and import listings").add_subparsers(
+        dest="listing_command", required=True, metavar="ACTION"
+    )
+    p = listing.add_parser("add", parents=[common], help="add a listing; prints its id")
+    p.add_argument("--store", required=True, help="onion address, unique prefix or name")
+    p.add_argument("--title")
+    p.add_argument("--price-sat", dest="price_sat", help="price in satoshis (whole number)")
+    p.add_argument("--description")
+    p.add_argument("--category")
+    p.add_argument("--tags", help="comma-separated")
+    p.add_argument("--kind", choices=("physical", "digital", "service"))
+    p.add_argument("--inventory", help="items in stock (omit for unlimited)")
+    p.add_argument("--shipping", action="append", help="'Name | US, CA | price_sat' (repeatable)")
+    p.add_argument("--image", action="append", help="image file (repeatable)")
+    p.add_argument("--json", dest="json_file", help="read the listing from a JSON file (flags override it)")
+    p.set_defaults(func=cmd_listing_add)
+    p = listing.add_parser("list", parents=[common], help="list a store's listings")
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_listing_list)
+    p = listing.add_parser("remove", parents=[common], help="remove a listing")
+    p.add_argument("--store", required=True)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_listing_remove)
+    p = listing.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
+    p.add_argument("--store", required=True)
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--batch", type=int, default=IMPORT_BATCH, help="listings per atomic write")
+    p.set_defaults(func=cmd_listing_import)
+    return parser
+
+
+_FLAG_SETTINGS = ("admin_port", "store_port_base", "log_level")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        data_dir = cfg.resolve_data_dir(args.data_dir, os.environ)
+        flags = {k: getattr(args, k, None) for k in _FLAG_SETTINGS}
+        config = cfg.load(data_dir, flags=flags)
+        logging.basicConfig(
+            level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        if getattr(args, "needs_init", True) and not (data_dir / "node.json").exists():
+            raise ConfigError(f"{data_dir} is not initialised: run `pasar init` first")
+        return int(asyncio.run(args.func(args, config)))
+    except PasarError as exc:
+        print(f"pasar: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pasar: interrupted", file=sys.stderr)
+        return 130
+    except UnicodeDecodeError:
+        print("pasar: error: the file is not UTF-8 text", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""One declared settings table, validated at start.
+
+Precedence: defaults < ``<data-dir>/pasar.toml`` < ``PASAR_*`` environment <
+command-line flags. Unknown keys and wrong types raise ConfigError with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "PASAR_"
+# Environment variables that are not settings (read by the CLI directly).
+ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD"}
+CONFIG_FILE = "pasar.toml"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pasar"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number 0-65535 (0 = any free port)"
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _loopback(value: str) -> str | None:
+    try:
+        if ipaddress.ip_address(value).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return "must be a loopback IP address such as 127.0.0.1 (listeners are never public)"
+
+
+def _log_level(value: str) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("admin_host", str, "127.0.0.1", "admin listener address (loopback only)", _loopback),
+    Setting("admin_port", int, 8420, "admin listener port (0 = any free port)", _port),
+    Setting("store_host", str, "127.0.0.1", "store listeners' address (loopback only)", _loopback),
+    Setting(
+        "store_port_base",
+        int,
+        8421,
+        "first port given to new stores; each store keeps its port (0 = any free port each run)",
+        _port,
+    ),
+    Setting("page_size", int, 24, "listings per storefront page", _positive),
+    Setting("catalog_ttl", int, 7 * 86400, "seconds a signed catalog stays valid", _positive),
+    Setting("max_image_bytes", int, 8 * 1024 * 1024, "largest image upload, bytes", _positive),
+    Setting("max_image_side", int, 1600, "images are scaled down to this many pixels", _positive),
+    Setting("max_images", int, 10, "images per listing", _positive),
+    Setting("log_level", str, "info", "debug, info, warning or error", _log_level),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8420
+    store_host: str = "127.0.0.1"
+    store_port_base: int = 8421
+    page_size: int = 24
+    catalog_ttl: int = 7 * 86400
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_side: int = 1600
+    max_images: int = 10
+    log_level: str = "info"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+
+assert {f.name for f in fields(Config)} - {"data_dir"} == set(_BY_NAME), "settings table drift"
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    where = f"{source}: setting {setting.name!r}"
+    if isinstance(value, str) and setting.type is not str:
+        text = value.strip()
+        try:
+            if setting.type is bool:
+                if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(text)
+                value = text.lower() in ("1", "true", "yes")
+            else:
+                value = setting.type(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}") from None
+    if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}")
+    problem = setting.check(value) if setting.check else None
+    if problem:
+        raise ConfigError(f"{where} {problem}, got {value!r}")
+    return str(value).lower() if setting.name == "log_level" else value
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    out = {}
+    for key, value in raw.items():
+        if key not in _BY_NAME:
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(_BY_NAME)})")
+        out[key] = _coerce(_BY_NAME[key], value, str(path))
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var in ENV_RESERVED:
+            continue
+        key = var[len(ENV_PREFIX) :].lower()
+        if key not in _BY_NAME:
+            raise ConfigError(f"environment: unknown setting {var} (known: {', '.join(_BY_NAME)})")
+        out[key] = _coerce(_BY_NAME[key], value, f"environment {var}")
+    return out
+
+
+def resolve_data_dir(flag: str | None, env: Mapping[str, str]) -> Path:
+    raw = flag or env.get("PASAR_DATA_DIR")
+    return Path(raw).expanduser().resolve() if raw else default_data_dir()
+
+
+def load(
+    data_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config; ``flags`` holds only options the user actually gave."""
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    values.update(_from_file(data_dir / CONFIG_FILE))
+    values.update(_from_env(os.environ if env is None else env))
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in _BY_NAME:
+            raise ConfigError(f"unknown option {key!r}")
+        values[key] = _coerce(_BY_NAME[key], value, "command line")
+    return Config(data_dir=data_dir, **values)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, help) rows, for ``pasar config`` and the docs."""
+    return [(s.name, repr(s.default), s.help) for s in SETTINGS]

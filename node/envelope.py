@@ -1,0 +1,86 @@
+"""The signed envelope: Pasar's wire format for every signed object.
+
+See docs/protocol.md. Verification order: shape, signature, freshness; callers
+that store messages dedupe by (type, store, seq) after this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import crypto, onion
+from .errors import SignatureError, ValidationError
+
+VERSION = 1
+# Clock skew tolerated between nodes for ``issued_at`` in the future.
+MAX_SKEW = 300
+_FIELDS = {"type", "v", "store", "seq", "issued_at", "expires_at", "body", "sig"}
+
+
+def seal(
+    key: crypto.StoreKey,
+    type_: str,
+    body: dict[str, Any],
+    *,
+    seq: int,
+    issued_at: int,
+    expires_at: int,
+) -> dict[str, Any]:
+    """Sign ``body`` as ``key``'s store; returns the complete envelope."""
+    if expires_at <= issued_at:
+        raise ValueError("expires_at must be after issued_at")
+    env: dict[str, Any] = {
+        "type": type_,
+        "v": VERSION,
+        "store": key.onion,
+        "seq": seq,
+        "issued_at": issued_at,
+        "expires_at": expires_at,
+        "body": body,
+    }
+    env["sig"] = crypto.b64url_encode(key.sign(crypto.canonical_json(env)))
+    return dict(env)
+
+
+def _check_shape(env: Any) -> None:
+    if not isinstance(env, dict):
+        raise ValidationError({"envelope": "must be a JSON object"})
+    missing = _FIELDS - env.keys()
+    extra = env.keys() - _FIELDS
+    problems: dict[str, str] = {f: "missing" for f in missing}
+    problems.update({f: "unknown field" for f in extra})
+    for name in ("v", "seq", "issued_at", "expires_at"):
+        value = env.get(name)
+        if name in env and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            problems[name] = "must be a non-negative integer"
+    for name in ("type", "store", "sig"):
+        if name in env and not isinstance(env[name], str):
+            problems[name] = "must be a string"
+    if "body" in env and not isinstance(env["body"], dict):
+        problems["body"] = "must be an object"
+    if problems:
+        raise ValidationError(problems, "malformed envelope")
+    if env["v"] != VERSION:
+        raise ValidationError({"v": f"unsupported envelope version {env['v']}"})
+    if not onion.is_address(env["store"]):
+        raise ValidationError({"store": "not a valid v3 onion address"})
+
+
+def open_(env: Any, *, now: int, expected_type: str | None = None) -> dict[str, Any]:
+    """Verify an envelope and return it; raises ValidationError/SignatureError."""
+    _check_shape(env)
+    if expected_type is not None and env["type"] != expected_type:
+        raise ValidationError({"type": f"expected {expected_type!r}, got {env['type']!r}"})
+    unsigned = {k: v for k, v in env.items() if k != "sig"}
+    try:
+        sig = crypto.b64url_decode(env["sig"])
+    except ValueError:
+        raise SignatureError("signature is not unpadded base64url") from None
+    crypto.verify(env["store"], crypto.canonical_json(unsigned), sig)
+    if env["issued_at"] > now + MAX_SKEW:
+        raise SignatureError("envelope is issued in the future (check the clock)")
+    if env["expires_at"] <= now:
+        raise SignatureError("envelope has expired")
+    if env["expires_at"] <= env["issued_at"]:
+        raise SignatureError("envelope expires before it is issued")
+    return dict(env)

@@ -1,0 +1,87 @@
+"""One error hierarchy for the whole node.
+
+Every error carries an HTTP status and a stable machine code; the web layer
+renders them in one place (HTML for pages, ``{"error", "code"}`` for the API)
+and the CLI prints ``message`` on one line. Messages say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class PasarError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": self.message, "code": self.code}
+
+
+class BadRequest(PasarError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationError(BadRequest):
+    """Input that failed validation; ``fields`` maps field name -> problem."""
+
+    status = 422
+    code = "invalid"
+
+    def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
+        self.fields = dict(fields)
+        summary = "; ".join(f"{k}: {v}" for k, v in sorted(self.fields.items()))
+        super().__init__(message or f"invalid input ({summary})")
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "fields": self.fields}
+
+
+class SignatureError(BadRequest):
+    code = "bad_signature"
+
+
+class Unauthorized(PasarError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PasarError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(PasarError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(PasarError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(PasarError):
+    status = 413
+    code = "too_large"
+
+
+class ConfigError(PasarError):
+    """Bad settings; raised at start, printed as one line by the CLI."""
+
+    code = "config"
+
+
+class StorageError(PasarError):
+    status = 503
+    code = "storage"
+
+
+class NodeBusy(PasarError):
+    """Another process holds the data directory."""
+
+    status = 409
+    code = "busy"

@@ -1,0 +1,1 @@
+"""Domain: stores, listings, catalogs. No web, tinydb, stem or bitcoinrpc imports."""

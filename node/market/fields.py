@@ -1,0 +1,119 @@
+"""Small field checkers shared by listing and profile validation.
+
+Each returns the cleaned value or records a message in ``errors`` under the
+field's name, so a form can show every problem at once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+MAX_SAT = 21_000_000 * 100_000_000
+_MISSING = object()
+
+
+class Errors(dict[str, str]):
+    def add(self, field: str, message: str) -> None:
+        self.setdefault(field, message)
+
+
+def _clean_text(value: str, multiline: bool) -> str:
+    value = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
+    allowed = "\n\t" if multiline else ""
+    return "".join(c for c in value if c in allowed or unicodedata.category(c)[0] != "C").strip()
+
+
+def text(
+    data: dict[str, Any],
+    name: str,
+    errors: Errors,
+    *,
+    max_len: int,
+    required: bool = False,
+    multiline: bool = False,
+    default: str = "",
+    field: str | None = None,
+) -> str:
+    field = field or name
+    value = data.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        value = default
+    if not isinstance(value, str):
+        errors.add(field, "must be text")
+        return default
+    value = _clean_text(value, multiline)
+    if required and not value:
+        errors.add(field, "is required")
+    elif len(value) > max_len:
+        errors.add(field, f"must be at most {max_len} characters (got {len(value)})")
+    return str(value)
+
+
+def integer(
+    data: dict[str, Any],
+    name: str,
+    errors: Errors,
+    *,
+    minimum: int = 0,
+    maximum: int = MAX_SAT,
+    required: bool = False,
+    default: int | None = None,
+    field: str | None = None,
+) -> int | None:
+    """Integers only: ``"1.5"`` or ``1.5`` is rejected, never rounded."""
+    field = field or name
+    value = data.get(name)
+    if value is None or value == "":
+        if required:
+            errors.add(field, "is required")
+        return default
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        errors.add(field, "must be a whole number")
+        return default
+    if not minimum <= value <= maximum:
+        errors.add(field, f"must be between {minimum} and {maximum}")
+        return default
+    return value
+
+
+def boolean(data: dict[str, Any], name: str, errors: Errors, *, default: bool) -> bool:
+    value = data.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    errors.add(name, "must be true or false")
+    return default
+
+
+def choice(data: dict[str, Any], name: str, errors: Errors, options: tuple[str, ...]) -> str:
+    value = data.get(name) or options[0]
+    if value not in options:
+        errors.add(name, f"must be one of {', '.join(options)}")
+        return options[0]
+    return str(value)
+
+
+def items(data: dict[str, Any], name: str, errors: Errors, *, max_items: int) -> list[Any]:
+    value = data.get(name)
+    if value is None or value == "":
+        return []
+    if not isinstance(value, list):
+        errors.add(name, "must be a list")
+        return []
+    if len(value) > max_items:
+        errors.add(name, f"at most {max_items} entries")
+        return []
+    return value
+
+
+def slug(value: str) -> str:
+    """URL-safe lower-case form of a category name."""
+    value = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")

@@ -1,0 +1,181 @@
+"""Listing validation and the public (catalog) view of a listing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Any
+
+from ..crypto import content_hash
+from ..errors import ValidationError
+from . import fields as f
+
+KINDS = ("physical", "digital", "service")
+FORMATS = ("text", "markdown")
+WORLDWIDE = "WORLDWIDE"
+_REGION = re.compile(r"^[A-Z]{2}$")
+_SKU = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+_COUPON = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_TAG = re.compile(r"^[\w .&+-]{1,30}$")
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+def _shipping(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
+    out = []
+    for i, raw in enumerate(f.items(data, "shipping", errors, max_items=20)):
+        key = f"shipping[{i}]"
+        if not isinstance(raw, dict):
+            errors.add(key, "must be an object with name, regions, price_sat")
+            continue
+        name = f.text(raw, "name", errors, max_len=60, required=True, field=f"{key}.name")
+        regions = raw.get("regions") or []
+        if isinstance(regions, str):
+            regions = [r for r in re.split(r"[,\s]+", regions) if r]
+        regions = [str(r).strip().upper() for r in regions] if isinstance(regions, list) else []
+        bad = [r for r in regions if r != WORLDWIDE and not _REGION.match(r)]
+        if not regions or bad:
+            errors.add(f"{key}.regions", "list two-letter country codes or WORLDWIDE")
+        price = f.integer(raw, "price_sat", errors, required=True, field=f"{key}.price_sat")
+        out.append({"name": name, "regions": sorted(set(regions)), "price_sat": price})
+    if len({s["name"] for s in out}) != len(out):
+        errors.add("shipping", "shipping option names must be different")
+    return out
+
+
+def _variants(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
+    out = []
+    for i, raw in enumerate(f.items(data, "variants", errors, max_items=100)):
+        key = f"variants[{i}]"
+        if not isinstance(raw, dict):
+            errors.add(key, "must be an object with sku, label, price_sat, inventory")
+            continue
+        sku = str(raw.get("sku") or "").strip()
+        if not _SKU.match(sku):
+            errors.add(f"{key}.sku", "1-40 letters, digits, dot, dash or underscore")
+        label = f.text(raw, "label", errors, max_len=80, required=True, field=f"{key}.label")
+        price = f.integer(raw, "price_sat", errors, minimum=1, field=f"{key}.price_sat")
+        stock = f.integer(raw, "inventory", errors, maximum=10**9, field=f"{key}.inventory")
+        out.append({"sku": sku, "label": label, "price_sat": price, "inventory": stock})
+    if len({v["sku"] for v in out}) != len(out):
+        errors.add("variants", "SKUs must be different")
+    return out
+
+
+def _coupons(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
+    out = []
+    for i, raw in enumerate(f.items(data, "coupons", errors, max_items=20)):
+        key = f"coupons[{i}]"
+        if not isinstance(raw, dict):
+            errors.add(key, "must be an object with code and percent or amount_sat")
+            continue
+        code = str(raw.get("code") or "").strip()
+        if not _COUPON.match(code):
+            errors.add(f"{key}.code", "3-32 letters, digits, dash or underscore")
+        percent = f.integer(raw, "percent", errors, minimum=1, maximum=100, field=f"{key}.percent")
+        amount = f.integer(raw, "amount_sat", errors, minimum=1, field=f"{key}.amount_sat")
+        if (percent is None) == (amount is None):
+            errors.add(key, "give either percent or amount_sat")
+        out.append({"code": code, "percent": percent, "amount_sat": amount})
+    if len({str(c["code"]).upper() for c in out}) != len(out):
+        errors.add("coupons", "coupon codes must be different")
+    return out
+
+
+def _ref_price(data: dict[str, Any], errors: f.Errors) -> dict[str, Any] | None:
+    raw = data.get("ref_price")
+    if raw in (None, "", {}):
+        return None
+    if not isinstance(raw, dict):
+        errors.add("ref_price", "must be an object with currency and minor")
+        return None
+    currency = str(raw.get("currency") or "").strip().upper()
+    if not _CURRENCY.match(currency):
+        errors.add("ref_price.currency", "a three-letter currency code such as EUR")
+    minor = f.integer(raw, "minor", errors, maximum=10**12, required=True, field="ref_price.minor")
+    return {"currency": currency, "minor": minor}
+
+
+def _tags(data: dict[str, Any], errors: f.Errors) -> list[str]:
+    raw = data.get("tags")
+    if isinstance(raw, str):
+        raw = [t for t in re.split(r"[,;]", raw)]
+    data = {"tags": raw}
+    tags = [str(t).strip().lower() for t in f.items(data, "tags", errors, max_items=10)]
+    tags = [t for t in tags if t]
+    if any(not _TAG.match(t) for t in tags):
+        errors.add("tags", "tags are 1-30 letters, digits, spaces or .&+-")
+    return sorted(set(tags))
+
+
+def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
+    """Clean a listing as entered; raises ValidationError listing every problem."""
+    if not isinstance(data, dict):
+        raise ValidationError({"listing": "must be a JSON object"})
+    errors = f.Errors()
+    out: dict[str, Any] = {
+        "title": f.text(data, "title", errors, max_len=140, required=True),
+        "description": f.text(data, "description", errors, max_len=20_000, multiline=True),
+        "description_format": f.choice(data, "description_format", errors, FORMATS),
+        "kind": f.choice(data, "kind", errors, KINDS),
+        "price_sat": f.integer(data, "price_sat", errors, minimum=1, required=True),
+        "ref_price": _ref_price(data, errors),
+        "category": f.text(data, "category", errors, max_len=60),
+        "tags": _tags(data, errors),
+        "images": [str(i) for i in f.items(data, "images", errors, max_items=max_images)],
+        "shipping": _shipping(data, errors),
+        "variants": _variants(data, errors),
+        "inventory": f.integer(data, "inventory", errors, maximum=10**9),
+        "min_qty": f.integer(data, "min_qty", errors, minimum=1, maximum=10**6, default=1),
+        "max_qty": f.integer(data, "max_qty", errors, minimum=1, maximum=10**6),
+        "expires_at": f.integer(data, "expires_at", errors, minimum=1, maximum=2**41),
+        "coupons": _coupons(data, errors),
+        "active": f.boolean(data, "active", errors, default=True),
+    }
+    if any(not _IMAGE_ID.match(i) for i in out["images"]):
+        errors.add("images", "unknown image id: upload images first")
+    if out["kind"] == "physical" and not out["shipping"] and "shipping" not in errors:
+        errors.add("shipping", "a physical item needs at least one shipping option")
+    if out["max_qty"] is not None and out["min_qty"] and out["max_qty"] < out["min_qty"]:
+        errors.add("max_qty", "must not be below min_qty")
+    if out["variants"] and out["inventory"] is not None:
+        errors.add("inventory", "with variants, set inventory per variant")
+    unknown = set(data) - set(out) - {"id", "created_at", "updated_at"}
+    if unknown:
+        errors.add(sorted(unknown)[0], "unknown field")
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def is_active(listing: dict[str, Any], now: int) -> bool:
+    expires = listing.get("expires_at")
+    return bool(listing.get("active")) and (expires is None or expires > now)
+
+
+def in_stock(listing: dict[str, Any]) -> bool:
+    if listing.get("variants"):
+        return any(v["inventory"] is None or v["inventory"] > 0 for v in listing["variants"])
+    return listing.get("inventory") is None or listing["inventory"] > 0
+
+
+def coupon_hash(code: str) -> str:
+    """Coupons are published as a hash, so the catalog does not reveal codes."""
+    return hashlib.sha256(code.upper().encode()).hexdigest()
+
+
+def public_view(listing: dict[str, Any]) -> dict[str, Any]:
+    """The listing as published in the signed catalog, with its content hash."""
+    view = {k: v for k, v in listing.items() if k not in ("coupons", "active")}
+    view["images"] = [{"id": i, "path": f"/images/{i}.jpg"} for i in listing["images"]]
+    view["coupons"] = [
+        {"code_sha256": coupon_hash(c["code"]), "percent": c["percent"], "amount_sat": c["amount_sat"]}
+        for c in listing["coupons"]
+    ]
+    view["hash"] = content_hash(view)
+    return view

@@ -1,0 +1,49 @@
+"""Store profile validation and its public view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import onion
+from ..errors import ValidationError
+from . import fields as f
+
+DISPLAY_UNITS = ("sat", "BTC", "mBTC")
+POLICIES = ("shipping", "returns", "terms", "privacy")
+
+
+def validate(data: Any, *, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Clean a profile; with ``partial`` (the current profile) missing keys keep their value."""
+    if not isinstance(data, dict):
+        raise ValidationError({"profile": "must be a JSON object"})
+    merged = {**(partial or {}), **data}
+    if isinstance(merged.get("policies"), dict) and partial:
+        merged["policies"] = {**partial.get("policies", {}), **merged["policies"]}
+    errors = f.Errors()
+    policies_raw = merged.get("policies") or {}
+    if not isinstance(policies_raw, dict):
+        errors.add("policies", "must be an object")
+        policies_raw = {}
+    policies = {
+        p: f.text(policies_raw, p, errors, max_len=10_000, multiline=True, field=f"policies.{p}") for p in POLICIES
+    }
+    moderators = []
+    for i, m in enumerate(f.items(merged, "moderators", errors, max_items=20)):
+        if not isinstance(m, str) or not onion.is_address(m):
+            errors.add(f"moderators[{i}]", "must be a moderator's onion address")
+        else:
+            moderators.append(onion.normalize(m))
+    out = {
+        "name": f.text(merged, "name", errors, max_len=80, required=True),
+        "description": f.text(merged, "description", errors, max_len=2_000, multiline=True),
+        "policies": policies,
+        "moderators": sorted(set(moderators)),
+        "vacation": f.boolean(merged, "vacation", errors, default=False),
+        "display_unit": f.choice(merged, "display_unit", errors, DISPLAY_UNITS),
+    }
+    unknown = set(data) - set(out)
+    if unknown:
+        errors.add(sorted(unknown)[0], "unknown field")
+    if errors:
+        raise ValidationError(errors)
+    return out

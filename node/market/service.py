@@ -1,0 +1,231 @@
+"""The merchant's market: stores, listings, images, catalogs.
+
+Every write goes through here, so cached snapshots are dropped exactly when
+their store changes. Storage is passed in (an adapter); nothing here touches
+files, sockets or the web.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import onion as onion_math
+from ..crypto import StoreKey
+from ..errors import Conflict, NotFound, ValidationError
+from . import catalog, images
+from . import listings as L
+from . import profile as P
+
+if TYPE_CHECKING:
+    from ..adapters.store import Storage
+
+_IMAGE_NAME = re.compile(r"^([0-9a-f]{64})(\.thumb)?\.jpg$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    catalog_ttl: int = 7 * 86400
+    max_images: int = 10
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_side: int = 1600
+    store_port_base: int = 8421
+    reserved_ports: frozenset[int] = frozenset()
+
+
+def next_port(used: set[int], base: int, reserved: frozenset[int]) -> int | None:
+    """The lowest port from ``base`` not used by a store; None when base is 0."""
+    if base == 0:
+        return None
+    port = base
+    while port in used or port in reserved:
+        port += 1
+    if port > 65535:
+        raise Conflict("no free port left for a new store; lower store_port_base")
+    return port
+
+
+class Market:
+    def __init__(self, storage: Storage, limits: Limits, *, clock: Callable[[], float] = time.time) -> None:
+        self._storage = storage
+        self.limits = limits
+        self._clock = clock
+        self._keys: dict[str, StoreKey] = {}
+        self._snapshots: dict[str, catalog.Snapshot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._generation: dict[str, int] = {}
+        self.on_store_created: list[Callable[[dict[str, Any]], Any]] = []
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # -- stores ----------------------------------------------------------
+    async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
+        prof = P.validate(data)
+        key = StoreKey.generate()
+        used = {s["port"] for s in await self._storage.list_stores() if s["port"]}
+        port = next_port(used, self.limits.store_port_base, self.limits.reserved_ports)
+        record = await self._storage.create_store(key.onion, key.seed, prof, port)
+        self._keys[key.onion] = key
+        for callback in self.on_store_created:
+            await callback(record)
+        return record
+
+    async def stores(self) -> list[dict[str, Any]]:
+        return await self._storage.list_stores()
+
+    async def store(self, ref: str) -> dict[str, Any]:
+        return await self._storage.get_store(await self.resolve(ref))
+
+    async def resolve(self, ref: str) -> str:
+        """A store by onion address, unique address prefix (6+) or exact name."""
+        ref = onion_math.normalize(ref)
+        stores = await self._storage.list_stores()
+        exact = [s["onion"] for s in stores if s["onion"] == ref]
+        by_prefix = [s["onion"] for s in stores if len(ref) >= 6 and s["onion"].startswith(ref)]
+        by_name = [s["onion"] for s in stores if s["profile"]["name"].casefold() == ref.casefold()]
+        for found in (exact, by_prefix, by_name):
+            if len(found) == 1:
+                return str(found[0])
+            if len(found) > 1:
+                raise Conflict(f"{ref!r} matches {len(found)} stores; give more of the address")
+        raise NotFound(f"no store matches {ref!r}")
+
+    async def update_profile(self, onion: str, data: dict[str, Any]) -> dict[str, Any]:
+        current = (await self._storage.get_store(onion))["profile"]
+        prof = P.validate(data, partial=current)
+        await self._storage.update_profile(onion, prof)
+        self._changed(onion)
+        return prof
+
+    async def key(self, onion: str) -> StoreKey:
+        if onion not in self._keys:
+            key = StoreKey(await self._storage.read_key(onion))
+            if key.onion != onion:
+                raise ValidationError({"key": f"store {onion}: key file belongs to another address"})
+            self._keys[onion] = key
+        return self._keys[onion]
+
+    # -- listings --------------------------------------------------------
+    async def listings(self, onion: str) -> list[dict[str, Any]]:
+        return catalog.newest_first(await self._storage.listings(onion))
+
+    async def listing(self, onion: str, listing_id: str) -> dict[str, Any]:
+        for item in await self._storage.listings(onion):
+            if item["id"] == listing_id:
+                return item
+        raise NotFound(f"no listing {listing_id!r} in this store")
+
+    async def add_listings(self, onion: str, inputs: list[Any]) -> list[dict[str, Any]]:
+        """Validate all, then store all in one atomic write (or nothing)."""
+        now = self.now()
+        problems: dict[str, str] = {}
+        out = []
+        for n, data in enumerate(inputs):
+            try:
+                clean = L.validate(data, max_images=self.limits.max_images, now=now)
+            except ValidationError as exc:
+                prefix = f"[{n}]." if len(inputs) > 1 else ""
+                problems.update({prefix + k: v for k, v in exc.fields.items()})
+                continue
+            out.append({"id": L.new_id(), **clean, "created_at": now, "updated_at": now})
+        if problems:
+            raise ValidationError(problems)
+        await self._check_images(onion, out)
+        await self._storage.put_listings(onion, out)
+        self._changed(onion)
+        return out
+
+    async def add_listing(self, onion: str, data: Any) -> dict[str, Any]:
+        return (await self.add_listings(onion, [data]))[0]
+
+    async def update_listing(self, onion: str, listing_id: str, data: Any) -> dict[str, Any]:
+        current = await self.listing(onion, listing_id)
+        clean = L.validate(data, max_images=self.limits.max_images, now=self.now())
+        updated = {**clean, "id": listing_id, "created_at": current["created_at"], "updated_at": self.now()}
+        await self._check_images(onion, [updated])
+        await self._storage.put_listings(onion, [updated])
+        self._changed(onion)
+        return updated
+
+    async def set_inventory(self, onion: str, listing_id: str, stock: dict[str, int | None]) -> dict[str, Any]:
+        """``stock`` maps SKU (or ``""`` for a listing without variants) to a count or None."""
+        current = await self.listing(onion, listing_id)
+        data = {k: v for k, v in current.items() if k not in ("id", "created_at", "updated_at")}
+        if current["variants"]:
+            skus = {v["sku"] for v in current["variants"]}
+            unknown = set(stock) - skus
+            if unknown:
+                raise ValidationError({"inventory": f"unknown SKU {sorted(unknown)[0]!r}"})
+            data["variants"] = [dict(v, inventory=stock.get(v["sku"], v["inventory"])) for v in current["variants"]]
+        else:
+            data["inventory"] = stock.get("", current["inventory"])
+        return await self.update_listing(onion, listing_id, data)
+
+    async def remove_listing(self, onion: str, listing_id: str) -> None:
+        await self._storage.delete_listing(onion, listing_id)
+        self._changed(onion)
+
+    # -- images ----------------------------------------------------------
+    async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
+        await self._storage.get_store(onion)
+        lim = self.limits
+        img = await asyncio.to_thread(images.process, data, max_bytes=lim.max_image_bytes, max_side=lim.max_image_side)
+        await self._storage.put_image(onion, f"{img.id}.thumb.jpg", img.thumb)
+        await self._storage.put_image(onion, f"{img.id}.jpg", img.full)
+        return {"id": img.id, "path": f"/images/{img.id}.jpg", "width": img.width, "height": img.height}
+
+    def image_path(self, onion: str, name: str) -> Path:
+        """Where an image file of this store is; NotFound for bad or unknown names."""
+        if not _IMAGE_NAME.match(name):
+            raise NotFound("no such image")
+        path = self._storage.image_path(onion, name)
+        if not path.is_file():
+            raise NotFound("no such image")
+        return path
+
+    async def _check_images(self, onion: str, items: list[dict[str, Any]]) -> None:
+        missing = {
+            i for item in items for i in item["images"] if not self._storage.image_path(onion, f"{i}.jpg").is_file()
+        }
+        if missing:
+            raise ValidationError({"images": f"image {sorted(missing)[0][:12]}… was never uploaded to this store"})
+
+    # -- catalog ---------------------------------------------------------
+    def _changed(self, onion: str) -> None:
+        self._generation[onion] = self._generation.get(onion, 0) + 1
+        self._snapshots.pop(onion, None)
+
+    async def snapshot(self, onion: str) -> catalog.Snapshot:
+        """The current signed catalog and browse data; rebuilt after any change."""
+        snap = self._snapshots.get(onion)
+        if snap is not None and self.now() < snap.refresh_at:
+            return snap
+        lock = self._locks.setdefault(onion, asyncio.Lock())
+        async with lock:
+            snap = self._snapshots.get(onion)
+            if snap is not None and self.now() < snap.refresh_at:
+                return snap
+            generation = self._generation.get(onion, 0)
+            if snap is not None:  # expiry or re-signing time: that is a change too
+                await self._storage.bump_seq(onion)
+            record = await self._storage.get_store(onion)
+            key = await self.key(onion)
+            items = await self._storage.listings(onion)
+            snap = await asyncio.to_thread(
+                catalog.build,
+                key,
+                record["profile"],
+                items,
+                seq=record["seq"],
+                now=self.now(),
+                ttl=self.limits.catalog_ttl,
+            )
+            if self._generation.get(onion, 0) == generation:
+                self._snapshots[onion] = snap  # else a write raced us: rebuild next time
+            return snap

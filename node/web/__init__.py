@@ -1,0 +1,1 @@
+"""Web layer: HTTP in, domain calls, HTML/JSON out."""

@@ -1,0 +1,128 @@
+"""Admin JSON API under /api/v1/ (bearer token; admin listener only)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest
+from ..market.service import Market
+from . import keys
+
+PREFIX = "/api/v1"
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body must be JSON") from None
+
+
+def _market(request: web.Request) -> Market:
+    return request.app[keys.MARKET]
+
+
+async def _store(request: web.Request) -> str:
+    return await _market(request).resolve(request.match_info["store"])
+
+
+def store_summary(request: web.Request, record: dict[str, Any]) -> dict[str, Any]:
+    onion = record["onion"]
+    return {
+        "onion": onion,
+        "address": f"{onion}.onion",
+        "name": record["profile"]["name"],
+        "seq": record["seq"],
+        "local_url": request.app[keys.LISTENERS].get(onion),
+        "status": request.app[keys.STATUS].get(onion, "stopped"),
+    }
+
+
+async def list_stores(request: web.Request) -> web.Response:
+    stores = await _market(request).stores()
+    return web.json_response([store_summary(request, s) for s in stores])
+
+
+async def create_store(request: web.Request) -> web.Response:
+    record = await _market(request).create_store(await read_json(request))
+    return web.json_response({**store_summary(request, record), "profile": record["profile"]}, status=201)
+
+
+async def get_store(request: web.Request) -> web.Response:
+    record = await _market(request).store(request.match_info["store"])
+    return web.json_response({**store_summary(request, record), "profile": record["profile"]})
+
+
+async def update_store(request: web.Request) -> web.Response:
+    profile = await _market(request).update_profile(await _store(request), await read_json(request))
+    return web.json_response(profile)
+
+
+async def list_listings(request: web.Request) -> web.Response:
+    return web.json_response(await _market(request).listings(await _store(request)))
+
+
+async def add_listings(request: web.Request) -> web.Response:
+    """One listing object, or ``{"listings": [...]}`` stored in one atomic write."""
+    onion, body = await _store(request), await read_json(request)
+    if isinstance(body, dict) and set(body) == {"listings"} and isinstance(body["listings"], list):
+        return web.json_response(await _market(request).add_listings(onion, body["listings"]), status=201)
+    return web.json_response(await _market(request).add_listing(onion, body), status=201)
+
+
+async def get_listing(request: web.Request) -> web.Response:
+    return web.json_response(await _market(request).listing(await _store(request), request.match_info["id"]))
+
+
+async def update_listing(request: web.Request) -> web.Response:
+    onion, body = await _store(request), await read_json(request)
+    return web.json_response(await _market(request).update_listing(onion, request.match_info["id"], body))
+
+
+async def delete_listing(request: web.Request) -> web.Response:
+    await _market(request).remove_listing(await _store(request), request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def set_inventory(request: web.Request) -> web.Response:
+    onion, body = await _store(request), await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest('body must map SKU (or "" without variants) to a count or null')
+    return web.json_response(await _market(request).set_inventory(onion, request.match_info["id"], body))
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    """Raw image bytes as the body, or multipart with an ``image`` file field."""
+    onion = await _store(request)
+    if request.content_type.startswith("multipart/"):
+        field = (await request.post()).get("image")
+        if not isinstance(field, web.FileField):
+            raise BadRequest("multipart upload needs a file field named 'image'")
+        data = field.file.read()
+    else:
+        data = await request.read()
+    return web.json_response(await _market(request).add_image(onion, data), status=201)
+
+
+async def get_catalog(request: web.Request) -> web.Response:
+    snap = await _market(request).snapshot(await _store(request))
+    return web.Response(body=snap.envelope_bytes, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    r, s, item = app.router, f"{PREFIX}/stores/{{store}}", f"{PREFIX}/stores/{{store}}/listings/{{id}}"
+    r.add_get(f"{PREFIX}/stores", list_stores, name="api-stores")
+    r.add_post(f"{PREFIX}/stores", create_store)
+    r.add_get(s, get_store, name="api-store")
+    r.add_patch(s, update_store)
+    r.add_get(f"{s}/listings", list_listings, name="api-listings")
+    r.add_post(f"{s}/listings", add_listings)
+    r.add_get(item, get_listing, name="api-listing")
+    r.add_put(item, update_listing)
+    r.add_delete(item, delete_listing)
+    r.add_put(f"{item}/inventory", set_inventory)
+    r.add_post(f"{s}/images", upload_image, name="api-images")
+    r.add_get(f"{s}/catalog", get_catalog, name="api-catalog")

@@ -1,0 +1,26 @@
+"""Typed application keys, declared in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jinja2
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..market.service import Market
+    from .auth import AdminAuth
+    from .pagecache import PageCache
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+MARKET: web.AppKey[Market] = web.AppKey("market")
+STORE: web.AppKey[str] = web.AppKey("store_onion")
+PAGES: web.AppKey[PageCache] = web.AppKey("page_cache")
+AUTH: web.AppKey[AdminAuth] = web.AppKey("admin_auth")
+JINJA: web.AppKey[jinja2.Environment] = web.AppKey("jinja")
+CSS: web.AppKey[bytes] = web.AppKey("css")
+# onion -> "http://127.0.0.1:PORT" (or "unix:/path") of the store's running listener.
+LISTENERS: web.AppKey[dict[str, str]] = web.AppKey("listeners")
+# onion -> "starting" | "published" | "error: ..." (Tor status arrives with the Tor issue).
+STATUS: web.AppKey[dict[str, str]] = web.AppKey("store_status")

@@ -1,0 +1,61 @@
+"""Error rendering and security headers, in one place for every listener."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import PasarError, ValidationError
+from .render import page
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CSP = "default-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'"
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    # aiohttp would otherwise announce "Python/3.x aiohttp/3.y".
+    "Server": "pasar",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(HEADERS)
+
+
+def _wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path.startswith("/.well-known/")
+
+
+def _render(request: web.Request, status: int, code: str, message: str, payload: dict[str, object]) -> web.Response:
+    if _wants_json(request):
+        return web.json_response(payload, status=status)
+    return page(request, "error.html", {"status": status, "code": code, "message": message}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PasarError as exc:
+        if exc.status >= 500 and not isinstance(exc, ValidationError):
+            log.error("%s %s: %s", request.method, request.path, exc.message)
+        return _render(request, exc.status, exc.code, exc.message, exc.to_json())
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {404: "Nothing here.", 405: "That method is not allowed here."}.get(exc.status, exc.reason)
+        code = "not_found" if exc.status == 404 else "http_error"
+        return _render(request, exc.status, code, message, {"error": message, "code": code})
+    except Exception as exc:  # rendered as a 500 and logged with its traceback
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        message = "Something went wrong on this node; the operator can see the details in its log."
+        return _render(request, 500, "internal", message, {"error": message, "code": "internal"})

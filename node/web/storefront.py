@@ -1,0 +1,124 @@
+"""A store's own listener: storefront pages, images and the signed catalog.
+
+One application per store and one listener each, so two stores of one node
+share no host, port, cookie or URL space. Nothing here knows other stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import NotFound
+from ..market.catalog import Snapshot, browse
+from . import keys, middlewares, render
+
+CATALOG_PATH = "/.well-known/pasar/catalog.json"
+MAX_QUERY = 100
+# Reserved for the payments issue (see docs/design.md): /cart, /checkout, /orders/{id}.
+
+
+def _int(value: str | None, default: int = 1) -> int:
+    return int(value) if value and value.isdigit() and len(value) < 7 else default
+
+
+async def _page(request: web.Request, template: str, context: Callable[[Snapshot], dict[str, Any]]) -> web.Response:
+    """Render once per catalog version and path; then serve from memory."""
+    app = request.app
+    onion = app[keys.STORE]
+    snap = await app[keys.MARKET].snapshot(onion)
+    cache = app[keys.PAGES]
+    body = cache.get(onion, snap.seq, request.path_qs)
+    if body is None:
+        ctx = {"profile": snap.profile, "categories": snap.categories, "unit": snap.profile["display_unit"]}
+        ctx.setdefault("query", "")
+        ctx.update(context(snap))
+        body = render.render(request, template, ctx).encode("utf-8")
+        cache.put(onion, snap.seq, request.path_qs, body)
+    return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+
+async def home(request: web.Request) -> web.Response:
+    size = request.app[keys.CONFIG].page_size
+    number = _int(request.query.get("page"))
+    return await _page(request, "home.html", lambda s: {"page": browse(s, page=number, size=size)})
+
+
+async def search(request: web.Request) -> web.Response:
+    size = request.app[keys.CONFIG].page_size
+    query = request.query.get("q", "")[:MAX_QUERY]
+    number = _int(request.query.get("page"))
+    return await _page(
+        request, "home.html", lambda s: {"page": browse(s, query=query, page=number, size=size), "query": query}
+    )
+
+
+async def category(request: web.Request) -> web.Response:
+    size = request.app[keys.CONFIG].page_size
+    slug, number = request.match_info["slug"], _int(request.query.get("page"))
+
+    def ctx(snap: Snapshot) -> dict[str, Any]:
+        found = browse(snap, category=slug, page=number, size=size)
+        if found.category is None:
+            raise NotFound("no such category in this store")
+        return {"page": found}
+
+    return await _page(request, "home.html", ctx)
+
+
+async def listing(request: web.Request) -> web.Response:
+    def ctx(snap: Snapshot) -> dict[str, Any]:
+        item = snap.by_id.get(request.match_info["id"])
+        if item is None:
+            raise NotFound("this listing does not exist or is no longer offered")
+        return {"listing": item}
+
+    return await _page(request, "listing.html", ctx)
+
+
+async def policies(request: web.Request) -> web.Response:
+    return await _page(request, "policies.html", lambda s: {})
+
+
+async def image(request: web.Request) -> web.FileResponse:
+    path = request.app[keys.MARKET].image_path(request.app[keys.STORE], request.match_info["name"])
+    return web.FileResponse(
+        path, headers={"Content-Type": "image/jpeg", "Cache-Control": "public, max-age=31536000, immutable"}
+    )
+
+
+async def css(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[keys.CSS], content_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+async def catalog(request: web.Request) -> web.Response:
+    snap = await request.app[keys.MARKET].snapshot(request.app[keys.STORE])
+    headers = {"ETag": snap.etag, "Cache-Control": "no-cache"}
+    if snap.etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=snap.envelope_bytes, content_type="application/json", headers=headers)
+
+
+def create_store_app(parent: web.Application, onion: str) -> web.Application:
+    """The storefront application of one store; shares the parent's market and templates."""
+    app = web.Application(middlewares=[middlewares.errors], client_max_size=64 * 1024)
+    app.on_response_prepare.append(middlewares.security_headers)
+    app[keys.CONFIG] = parent[keys.CONFIG]
+    app[keys.MARKET] = parent[keys.MARKET]
+    app[keys.PAGES] = parent[keys.PAGES]
+    app[keys.CSS] = parent[keys.CSS]
+    app[keys.STORE] = onion
+    render.attach(app, parent[keys.JINJA])
+    app.router.add_get("/", home, name="home")
+    app.router.add_get("/search", search, name="search")
+    app.router.add_get("/c/{slug}", category, name="category")
+    app.router.add_get("/listing/{id}", listing, name="listing")
+    app.router.add_get("/policies", policies, name="policies")
+    app.router.add_get("/images/{name}", image, name="image")
+    app.router.add_get("/static/style.css", css, name="css")
+    app.router.add_get(CATALOG_PATH, catalog, name="catalog")
+    return app

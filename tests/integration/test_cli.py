@@ -1,0 +1,137 @@
+"""The real ``pasar`` command: offline against the data dir, and against a running node."""
+
+import json
+import stat
+
+from node import onion
+
+from .conftest import make_node, pasar
+
+
+def test_help_lists_every_command(tmp_path):
+    out = pasar(tmp_path, "--help").stdout
+    for word in ("init", "run", "store", "listing", "config"):
+        assert word in out
+    assert "add" in pasar(tmp_path, "listing", "--help").stdout
+    assert "--data-dir" in pasar(tmp_path, "listing", "import", "--help").stdout
+
+
+def test_init_creates_private_token_and_is_idempotent(tmp_path):
+    node = make_node(tmp_path)
+    token = node.data_dir / "admin.token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(node.token) >= 32
+    before = node.token
+    again = node.cli("init")
+    assert "already initialised" in again.stdout and node.token == before
+    node.cli("init", "--new-token")
+    assert node.token != before
+    assert "correct horse" not in again.stdout + again.stderr
+
+
+def test_init_needs_a_password_source(tmp_path):
+    proc = pasar(tmp_path / "d", "init", check=False, PASAR_ADMIN_PASSWORD="short")
+    assert proc.returncode == 1 and "at least 8" in proc.stderr
+    assert not (tmp_path / "d" / "node.json").exists()  # nothing half-made
+    env = {"PASAR_ADMIN_PASSWORD": ""}
+    proc = pasar(tmp_path / "d", "init", check=False, **env)
+    assert proc.returncode == 1
+    assert pasar(tmp_path / "d", "init").returncode == 0
+
+
+def test_reset_password(tmp_path):
+    node = make_node(tmp_path)
+
+    def stored_hash():
+        return json.loads((node.data_dir / "node.json").read_text())["admin"]["1"]["password_hash"]
+
+    before = stored_hash()
+    node.cli("init", "--reset-password", PASAR_ADMIN_PASSWORD="a new password 123")
+    after = stored_hash()
+    assert after != before and after.startswith("$argon2id$")
+    from node.crypto import check_password
+
+    assert check_password(after.encode(), "a new password 123") and not check_password(
+        after.encode(), "correct horse battery"
+    )
+
+
+def test_store_and_listing_commands_offline(tmp_path):
+    node = make_node(tmp_path)
+    address = node.cli("store", "create", "Corner Shop", "--description", "hello").stdout.strip()
+    assert address.endswith(".onion") and onion.is_address(address)
+    listed = json.loads(node.cli("store", "list", "--json").stdout)
+    assert listed[0]["address"] == address and listed[0]["name"] == "Corner Shop"
+    lid = node.cli(
+        "listing",
+        "add",
+        "--store",
+        "corner shop",
+        "--title",
+        "Mug",
+        "--price-sat",
+        "21000",
+        "--shipping",
+        "Post | WORLDWIDE | 1000",
+        "--tags",
+        "kitchen, gift",
+    ).stdout.strip()
+    items = json.loads(node.cli("listing", "list", "--store", address[:10], "--json").stdout)
+    assert [(i["id"], i["title"], i["price_sat"], i["tags"]) for i in items] == [
+        (lid, "Mug", 21000, ["gift", "kitchen"])
+    ]
+    assert "Mug" in node.cli("listing", "list", "--store", address).stdout
+    node.cli("listing", "remove", "--store", address, lid)
+    assert json.loads(node.cli("listing", "list", "--store", address, "--json").stdout) == []
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    node = make_node(tmp_path)
+    node.cli("store", "create", "Shop")
+    cases = [
+        ("listing", "add", "--store", "Shop", "--title", "X", "--price-sat", "1.5", "--kind", "digital"),
+        ("listing", "list", "--store", "nope"),
+        ("listing", "remove", "--store", "Shop", "missing"),
+        ("listing", "import", "--store", "Shop", str(tmp_path / "missing.csv")),
+    ]
+    for args in cases:
+        proc = node.cli(*args, check=False)
+        assert proc.returncode == 1, args
+        assert proc.stderr.startswith("pasar: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_fails_at_start_with_one_line(tmp_path):
+    node = make_node(tmp_path)
+    (node.data_dir / "pasar.toml").write_text("admin_port = 'eighty'\n")
+    proc = node.cli("store", "list", check=False)
+    assert proc.returncode == 1 and "admin_port" in proc.stderr and proc.stderr.count("\n") == 1
+    (node.data_dir / "pasar.toml").write_text("")
+    proc = node.cli("store", "list", check=False, PASAR_NO_SUCH="1")
+    assert proc.returncode == 1 and "PASAR_NO_SUCH" in proc.stderr
+
+
+def test_uninitialised_data_dir_says_run_init(tmp_path):
+    proc = pasar(tmp_path / "empty", "store", "list", check=False)
+    assert proc.returncode == 1 and "pasar init" in proc.stderr
+
+
+def test_run_without_tor_flag_explains(tmp_path):
+    node = make_node(tmp_path)
+    proc = node.cli("run", check=False)
+    assert proc.returncode == 1 and "--no-tor" in proc.stderr
+
+
+def test_commands_go_through_the_running_node(running_node):
+    node = running_node
+    address = node.cli("store", "create", "Live Shop").stdout.strip()
+    stores = json.loads(node.cli("store", "list", "--json").stdout)
+    assert stores[0]["address"] == address and stores[0]["local_url"].startswith("http://127.0.0.1:")
+    assert stores[0]["status"] == "local"
+    lid = node.cli(
+        "listing", "add", "--store", address, "--title", "Tea", "--price-sat", "500", "--kind", "digital"
+    ).stdout.strip()
+    assert [i["id"] for i in json.loads(node.cli("listing", "list", "--store", address, "--json").stdout)] == [lid]
+    proc = node.cli(
+        "listing", "add", "--store", address, "--title", "", "--price-sat", "5", "--kind", "digital", check=False
+    )
+    assert proc.returncode == 1 and "title" in proc.stderr and "Traceback" not in proc.stderr

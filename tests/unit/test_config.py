@@ -1,0 +1,52 @@
+"""Settings precedence and one-line errors."""
+
+import pytest
+
+from node import config
+from node.errors import ConfigError
+
+
+def test_defaults(tmp_path):
+    c = config.load(tmp_path, env={})
+    assert c.admin_port == 8420 and c.admin_host == "127.0.0.1" and c.data_dir == tmp_path
+
+
+def test_precedence_file_env_flags(tmp_path):
+    (tmp_path / "pasar.toml").write_text("admin_port = 9000\npage_size = 10\nlog_level = 'debug'\n")
+    env = {"PASAR_ADMIN_PORT": "9100", "PASAR_DATA_DIR": "/ignored", "HOME": "/x"}
+    c = config.load(tmp_path, env=env, flags={"admin_port": 9200, "log_level": None})
+    assert (c.admin_port, c.page_size, c.log_level) == (9200, 10, "debug")
+    assert config.load(tmp_path, env=env).admin_port == 9100
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("admin_prot = 1", "unknown setting 'admin_prot'"),
+        ("admin_port = 'x'", "must be int"),
+        ("admin_port = 70000", "port number"),
+        ("admin_host = '0.0.0.0'", "loopback"),
+        ("page_size = true", "must be int"),
+        ("page_size = [", "not valid TOML"),
+        ("log_level = 'loud'", "must be one of"),
+    ],
+)
+def test_bad_file_values_fail_with_one_line(tmp_path, toml, message):
+    (tmp_path / "pasar.toml").write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        config.load(tmp_path, env={})
+    assert message in exc.value.message and "\n" not in exc.value.message
+
+
+def test_bad_env_values_fail(tmp_path):
+    with pytest.raises(ConfigError, match="PASAR_ADMIN_PORTT"):
+        config.load(tmp_path, env={"PASAR_ADMIN_PORTT": "1"})
+    with pytest.raises(ConfigError, match="must be int"):
+        config.load(tmp_path, env={"PASAR_PAGE_SIZE": "1.5"})
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+    assert config.resolve_data_dir(str(tmp_path), {}) == tmp_path
+    assert config.resolve_data_dir(None, {"PASAR_DATA_DIR": str(tmp_path)}) == tmp_path
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert config.resolve_data_dir(None, {}) == tmp_path / "pasar"

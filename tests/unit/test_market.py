@@ -1,0 +1,145 @@
+"""The market service over real storage: catalog signing, caching, expiry, browse."""
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from node import envelope
+from node.adapters.store import Storage
+from node.errors import Conflict, NotFound, ValidationError
+from node.market.catalog import CATALOG_TYPE, browse
+from node.market.service import Limits, Market, next_port
+
+
+class Clock:
+    def __init__(self, t=1_800_000_000):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+async def market(tmp_path):
+    Storage.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    clock = Clock()
+    m = Market(storage, Limits(catalog_ttl=1000, store_port_base=0), clock=clock)
+    m.clock = clock
+    yield m
+    await storage.close()
+
+
+def item(title="Socks", **kw):
+    return {"title": title, "price_sat": 1000, "kind": "digital", **kw}
+
+
+async def test_catalog_is_signed_by_the_store_and_lists_active_listings(market):
+    store = await market.create_store({"name": "Shop", "description": "Nice things"})
+    onion = store["onion"]
+    await market.add_listings(onion, [item("A"), item("B", active=False), item("C", expires_at=market.clock.t + 50)])
+    snap = await market.snapshot(onion)
+    env = envelope.open_(json.loads(snap.envelope_bytes), now=market.clock.t, expected_type=CATALOG_TYPE)
+    assert env["store"] == onion and env["expires_at"] - env["issued_at"] == 1000
+    assert sorted(x["title"] for x in env["body"]["listings"]) == ["A", "C"]
+    assert env["body"]["profile"]["name"] == "Shop"
+    assert all(x["hash"].startswith("sha256:") for x in env["body"]["listings"])
+
+
+async def test_snapshot_is_cached_until_a_change_and_seq_grows(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    first = await market.snapshot(onion)
+    assert await market.snapshot(onion) is first
+    await market.add_listing(onion, item())
+    second = await market.snapshot(onion)
+    assert second is not first and second.seq > first.seq and second.etag != first.etag
+    await market.update_profile(onion, {"vacation": True})
+    third = await market.snapshot(onion)
+    assert third.seq > second.seq and third.profile["vacation"] is True and third.profile["name"] == "Shop"
+
+
+async def test_listing_expiry_rebuilds_with_higher_seq(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    await market.add_listing(onion, item("Soon gone", expires_at=market.clock.t + 10))
+    before = await market.snapshot(onion)
+    assert len(before.listings) == 1 and before.refresh_at == market.clock.t + 10
+    market.clock.t += 11
+    after = await market.snapshot(onion)
+    assert after.listings == [] and after.seq > before.seq
+
+
+async def test_batch_add_is_all_or_nothing(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    with pytest.raises(ValidationError) as exc:
+        await market.add_listings(onion, [item("ok"), item("", price_sat=0)])
+    assert set(exc.value.fields) == {"[1].title", "[1].price_sat"}
+    assert await market.listings(onion) == []
+
+
+async def test_update_inventory_and_remove(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    a = await market.add_listing(onion, item(variants=[{"sku": "S", "label": "Small", "inventory": 1}]))
+    updated = await market.set_inventory(onion, a["id"], {"S": 0})
+    assert updated["variants"][0]["inventory"] == 0 and updated["created_at"] == a["created_at"]
+    with pytest.raises(ValidationError):
+        await market.set_inventory(onion, a["id"], {"XL": 1})
+    await market.remove_listing(onion, a["id"])
+    with pytest.raises(NotFound):
+        await market.listing(onion, a["id"])
+
+
+async def test_images_must_be_uploaded_to_the_same_store(market):
+    a = (await market.create_store({"name": "A"}))["onion"]
+    b = (await market.create_store({"name": "B"}))["onion"]
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
+    img = await market.add_image(a, buf.getvalue())
+    assert (await market.add_listing(a, item(images=[img["id"]])))["images"] == [img["id"]]
+    with pytest.raises(ValidationError, match="never uploaded"):
+        await market.add_listing(b, item(images=[img["id"]]))
+    assert market.image_path(a, f"{img['id']}.thumb.jpg").is_file()
+    for bad in (f"{img['id']}.jpg", "../key", "x.jpg"):
+        with pytest.raises(NotFound):
+            market.image_path(b, bad)
+
+
+async def test_resolve_by_address_prefix_and_name(market):
+    a = (await market.create_store({"name": "Alpha"}))["onion"]
+    await market.create_store({"name": "Beta"})
+    assert await market.resolve(a) == a
+    assert await market.resolve(a[:8]) == a and await market.resolve(a[:8].upper() + ".onion") == a
+    assert await market.resolve("alpha") == a
+    with pytest.raises(NotFound):
+        await market.resolve("gamma")
+    await market.create_store({"name": "Alpha"})
+    with pytest.raises(Conflict):
+        await market.resolve("Alpha")
+
+
+def test_next_port():
+    assert next_port({8421, 8422}, 8421, frozenset({8423})) == 8424
+    assert next_port(set(), 0, frozenset()) is None
+
+
+async def test_browse_search_category_and_paging(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    await market.add_listings(
+        onion,
+        [item(f"Red sock {i}", category="Socks", tags=["wool"]) for i in range(5)]
+        + [item("Blue hat", category="Hats & Caps", description="warm WOOL hat")],
+    )
+    snap = await market.snapshot(onion)
+    assert [(c.name, c.slug, c.count) for c in snap.categories] == [
+        ("Hats & Caps", "hats-caps", 1),
+        ("Socks", "socks", 5),
+    ]
+    assert browse(snap, query="wool").total == 6
+    assert browse(snap, query="WOOL hat").total == 1
+    assert browse(snap, category="hats-caps").items[0]["title"] == "Blue hat"
+    assert browse(snap, category="nope").total == 0
+    page2 = browse(snap, category="socks", page=2, size=2)
+    assert (page2.number, page2.pages, len(page2.items)) == (2, 3, 2)
+    assert browse(snap, page=99, size=4).number == 2
