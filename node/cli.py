@@ -230,7 +230,10 @@ async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
 # -- argument parsing --------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="data directory (default ~/.local/share/pasar, or PASAR_DATA_DIR)")
+    # SUPPRESS: a sub-command's parser must not reset a --data-dir given before it.
+    common.add_argument(
+        "--data-dir", default=argparse.SUPPRESS, help="data directory (default ~/.local/share/pasar, or PASAR_DATA_DIR)"
+    )
     parser = argparse.ArgumentParser(
         prog="pasar", description="Pasar: a peer-to-peer marketplace node.", parents=[common]
     )
@@ -301,7 +304,7 @@ _FLAG_SETTINGS = ("admin_port", "store_port_base", "log_level")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        data_dir = cfg.resolve_data_dir(args.data_dir, os.environ)
+        data_dir = cfg.resolve_data_dir(getattr(args, "data_dir", None), os.environ)
         flags = {k: getattr(args, k, None) for k in _FLAG_SETTINGS}
         config = cfg.load(data_dir, flags=flags)
         logging.basicConfig(

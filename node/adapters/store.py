@@ -304,9 +304,15 @@ class Storage:
         def run() -> int:
             db = self._db(onion)
             table = _table(db, "listings")
+            doc_ids = {doc["id"]: doc.doc_id for doc in table.all()}  # one scan per batch
             with _storage(db).batch():
+                fresh = []
                 for listing in listings:
-                    table.upsert(copy.deepcopy(listing), Query().id == listing["id"])
+                    if listing["id"] in doc_ids:
+                        table.update(copy.deepcopy(listing), doc_ids=[doc_ids[listing["id"]]])
+                    else:
+                        fresh.append(copy.deepcopy(listing))
+                table.insert_multiple(fresh)
                 return self._bump_seq(db)
 
         return await self._call(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from ..crypto import content_hash
@@ -26,13 +27,20 @@ def new_id() -> str:
     return secrets.token_hex(6)
 
 
+def _objects(
+    data: dict[str, Any], name: str, errors: f.Errors, max_items: int, fields_hint: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``name[i]``, object) for each entry of a list of objects; others are errors."""
+    for i, raw in enumerate(f.items(data, name, errors, max_items=max_items)):
+        if isinstance(raw, dict):
+            yield f"{name}[{i}]", raw
+        else:
+            errors.add(f"{name}[{i}]", f"must be an object with {fields_hint}")
+
+
 def _shipping(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
     out = []
-    for i, raw in enumerate(f.items(data, "shipping", errors, max_items=20)):
-        key = f"shipping[{i}]"
-        if not isinstance(raw, dict):
-            errors.add(key, "must be an object with name, regions, price_sat")
-            continue
+    for key, raw in _objects(data, "shipping", errors, 20, "name, regions, price_sat"):
         name = f.text(raw, "name", errors, max_len=60, required=True, field=f"{key}.name")
         regions = raw.get("regions") or []
         if isinstance(regions, str):
@@ -50,11 +58,7 @@ def _shipping(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
 
 def _variants(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
     out = []
-    for i, raw in enumerate(f.items(data, "variants", errors, max_items=100)):
-        key = f"variants[{i}]"
-        if not isinstance(raw, dict):
-            errors.add(key, "must be an object with sku, label, price_sat, inventory")
-            continue
+    for key, raw in _objects(data, "variants", errors, 100, "sku, label, price_sat, inventory"):
         sku = str(raw.get("sku") or "").strip()
         if not _SKU.match(sku):
             errors.add(f"{key}.sku", "1-40 letters, digits, dot, dash or underscore")
@@ -69,11 +73,7 @@ def _variants(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
 
 def _coupons(data: dict[str, Any], errors: f.Errors) -> list[dict[str, Any]]:
     out = []
-    for i, raw in enumerate(f.items(data, "coupons", errors, max_items=20)):
-        key = f"coupons[{i}]"
-        if not isinstance(raw, dict):
-            errors.add(key, "must be an object with code and percent or amount_sat")
-            continue
+    for key, raw in _objects(data, "coupons", errors, 20, "code and percent or amount_sat"):
         code = str(raw.get("code") or "").strip()
         if not _COUPON.match(code):
             errors.add(f"{key}.code", "3-32 letters, digits, dash or underscore")

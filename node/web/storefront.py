@@ -30,13 +30,15 @@ async def _page(request: web.Request, template: str, context: Callable[[Snapshot
     onion = app[keys.STORE]
     snap = await app[keys.MARKET].snapshot(onion)
     cache = app[keys.PAGES]
-    body = cache.get(onion, snap.seq, request.path_qs)
+    # Only parameters the pages use form the key: /?junk=1 can't evict real pages.
+    key = f"{request.path}?page={_int(request.query.get('page'))}&q={request.query.get('q', '')[:MAX_QUERY]}"
+    body = cache.get(onion, snap.seq, key)
     if body is None:
         ctx = {"profile": snap.profile, "categories": snap.categories, "unit": snap.profile["display_unit"]}
         ctx.setdefault("query", "")
         ctx.update(context(snap))
         body = render.render(request, template, ctx).encode("utf-8")
-        cache.put(onion, snap.seq, request.path_qs, body)
+        cache.put(onion, snap.seq, key, body)
     return web.Response(body=body, content_type="text/html", charset="utf-8")
 
 

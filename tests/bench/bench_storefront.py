@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -317,98 +318,107 @@ def hello_main(port: int) -> int:
 
 
 @contextlib.contextmanager
-def hello_server() -> Iterator[str]:
+def hello_server() -> Iterator[tuple[str, int]]:
+    """The bare aiohttp server in its own process; yields (url, pid)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE), "_hello", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        for _ in range(1000):
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise BenchError(f"hello server exited with {proc.returncode}: {err[-2000:]}")
-            if port_open(port):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError(f"hello server did not start within {START_TIMEOUT:.0f}s")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop_process(proc)
-        if proc.stderr:
-            proc.stderr.close()
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE), "_hello", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errlog,
+            cwd=REPO,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            for _ in range(1000):
+                if proc.poll() is not None:
+                    errlog.seek(0)
+                    err = errlog.read().decode(errors="replace")
+                    raise BenchError(f"hello server exited with {proc.returncode}: {err[-2000:]}")
+                if port_open(port):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"hello server did not start within {START_TIMEOUT:.0f}s")
+                time.sleep(0.05)
+            else:
+                raise BenchError("hello server did not start")
+            yield f"http://127.0.0.1:{port}/", proc.pid
+        finally:
+            stop_process(proc)
 
 
 # -- load client (own process) -------------------------------------------------
+BUCKET_US = 10  # latency histogram resolution
+
+
 async def _load(url: str, seconds: float, warmup: float, concurrency: int, max_requests: int) -> dict[str, Any]:
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
+    hist: dict[int, int] = {}  # latency bucket (BUCKET_US) -> count, measured window only
+    ok = errors = started = done_total = 0
     error_samples: list[str] = []
-    started = 0  # requests begun, warm-up included (bounded by max_requests)
-    timeout = aiohttp.ClientTimeout(total=10)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    loop_time = time.perf_counter
-    t0 = loop_time()
+    clock = time.perf_counter
+    t0 = clock()
     measure_from = t0 + warmup
     deadline = measure_from + seconds
     last_done = measure_from
+    cpu_at: dict[str, float] = {}
 
+    async def cpu_marks() -> None:
+        """This client's own CPU time over the measured window (is the client the bottleneck?)."""
+        await asyncio.sleep(max(0.0, measure_from - clock()))
+        cpu_at["start"] = time.process_time()
+        await asyncio.sleep(max(0.0, deadline - clock()))
+        cpu_at["end"] = time.process_time()
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def worker() -> None:
-            nonlocal errors, started, last_done
+            nonlocal ok, errors, started, done_total, last_done
             while started < max_requests:
-                begin = loop_time()
+                begin = clock()
                 if begin >= deadline:
                     return
                 started += 1
-                ok = False
+                good, problem = False, ""
                 try:
                     async with session.get(url) as resp:
                         await resp.read()
-                        ok = resp.status == 200
-                        problem = f"status {resp.status}"
+                        good, problem = resp.status == 200, f"status {resp.status}"
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
-                end = loop_time()
-                if begin < measure_from:
-                    continue  # warm-up: not counted
-                last_done = max(last_done, end)
-                if ok:
-                    latencies.append(end - begin)
-                else:
+                end = clock()
+                done_total += 1
+                if not good:  # counted during the warm-up too
                     errors += 1
                     if len(error_samples) < 5:
                         error_samples.append(problem)
                     await asyncio.sleep(0.01)  # a dead server must not turn this into a busy loop
+                    continue
+                if begin >= measure_from:
+                    ok += 1
+                    last_done = max(last_done, end)
+                    bucket = int((end - begin) * 1e6) // BUCKET_US
+                    hist[bucket] = hist.get(bucket, 0) + 1
 
+        marks = asyncio.create_task(cpu_marks())
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        marks.cancel()
 
     elapsed = max(last_done - measure_from, 1e-9)
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-
+    client_cpu = cpu_at.get("end", time.process_time()) - cpu_at.get("start", 0.0)
     return {
-        "url": url,
-        "ok": len(latencies),
+        "ok": ok,
         "errors": errors,
         "error_samples": error_samples,
         "elapsed": elapsed,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "done_total": done_total,
         "capped": started >= max_requests,
-        "concurrency": concurrency,
+        "client_cpu": client_cpu,
+        "hist": {str(k): v for k, v in hist.items()},
     }
 
 
@@ -428,53 +438,115 @@ def client_main(argv: list[str]) -> int:
     return 0
 
 
-def run_client(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def proc_cpu(pid: int) -> float:
+    """user+system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def host_cpu() -> list[int]:
+    """The aggregate "cpu" line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
+def run_client(url: str, server_pid: int, seconds: float, args: argparse.Namespace) -> dict[str, Any]:
     """Run the load client in its own process (the same code for every target)."""
     cmd = [
         sys.executable, str(HERE), "_client", url,
-        "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+        "--seconds", str(seconds), "--warmup", str(args.warmup),
         "--concurrency", str(args.concurrency), "--max-requests", str(args.max_requests),
     ]  # fmt: skip
+    cpu0, host0 = proc_cpu(server_pid), host_cpu()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
-        out, err = proc.communicate(timeout=args.warmup + args.seconds + 60)
+        out, err = proc.communicate(timeout=args.warmup + seconds + 60)
     except subprocess.TimeoutExpired:
-        stop_process(proc)
         raise BenchError(f"load client for {url} did not finish in time") from None
     finally:
         stop_process(proc)
     if proc.returncode != 0:
         raise BenchError(f"load client for {url} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return dict(json.loads(out))
+    result = dict(json.loads(out))
+    host1 = host_cpu()
+    delta = [b - a for a, b in zip(host0, host1, strict=False)]
+    result["server_cpu"] = proc_cpu(server_pid) - cpu0  # over warm-up + measurement, like done_total
+    result["steal"] = delta[7] / max(1, sum(delta[:8])) if len(delta) > 7 else 0.0
+    return result
+
+
+def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the rounds of one target: throughput over the summed windows, percentiles over all samples."""
+    hist: dict[int, int] = {}
+    for r in rounds:
+        for k, v in r["hist"].items():
+            hist[int(k)] = hist.get(int(k), 0) + v
+    ok = sum(r["ok"] for r in rounds)
+    elapsed = sum(r["elapsed"] for r in rounds)
+    done_total = sum(r["done_total"] for r in rounds)
+
+    def pct(p: float) -> float:
+        if not ok:
+            return float("nan")
+        rank, seen = max(1, math.ceil(p * ok)), 0
+        for bucket in sorted(hist):
+            seen += hist[bucket]
+            if seen >= rank:
+                return (bucket + 0.5) * BUCKET_US / 1000
+        return float("nan")
+
+    server_us = 1e6 * sum(r["server_cpu"] for r in rounds) / max(1, done_total)
+    return {
+        "ok": ok,
+        "errors": sum(r["errors"] for r in rounds),
+        "error_samples": [s for r in rounds for s in r["error_samples"]][:5],
+        "elapsed": elapsed,
+        "rps": ok / elapsed if elapsed else 0.0,
+        "round_rps": [r["ok"] / r["elapsed"] for r in rounds],
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "capped": any(r["capped"] for r in rounds),
+        "server_us_per_req": server_us,
+        # CPU per request x requests per second = share of one core the server used under load.
+        "server_cpu_share": server_us * 1e-6 * (ok / elapsed if elapsed else 0.0),
+        "client_cpu_share": sum(r["client_cpu"] for r in rounds) / max(1e-9, elapsed),
+        "steal": statistics.fmean(r["steal"] for r in rounds),
+    }
 
 
 # -- part A: throughput ------------------------------------------------------
 def part_rps(args: argparse.Namespace) -> dict[str, Any]:
-    print(f"[rps] starting a node with 1 store x {args.listings} listings ...", flush=True)
-    with fresh_node("pasar-bench-rps-") as node:
+    print(f"[rps] starting a node with 1 store x {args.listings} listings and a bare aiohttp server ...", flush=True)
+    with fresh_node("pasar-bench-rps-") as node, hello_server() as (hello_url, hello_pid):
+        assert node.proc is not None
         store = node.create_store("Bench Store")
         node.add_listings(store["onion"], make_listings(args.listings, seed=1))
         home = store["local_url"].rstrip("/") + "/"
         status, body = http("GET", home)
-        page = body.decode("utf-8", errors="replace")
-        if status != 200 or f"{args.listings} items" not in page:
+        if status != 200 or f"{args.listings} items" not in body.decode("utf-8", errors="replace"):
             raise BenchError(f"storefront home page at {home} does not show {args.listings} items")
-        print(f"[rps] storefront home {home} ({len(body)} bytes): {args.seconds:g}s, concurrency {args.concurrency}",
-              flush=True)  # fmt: skip
-        store_result = run_client(home, args)
-        store_result["bytes"] = len(body)
-        node_alive = node.proc is not None and node.proc.poll() is None
-        if not node_alive:
-            raise BenchError(f"the node died during the benchmark:\n{node.log_tail()}")
-
-    with hello_server() as url:
-        status, body = http("GET", url)
+        store_bytes = len(body)
+        status, body = http("GET", hello_url)
         if status != 200 or body != b"hello":
-            raise BenchError(f"bare aiohttp server at {url} answered {status} {body[:100]!r}")
-        print(f"[rps] bare aiohttp hello {url}: {args.seconds:g}s, concurrency {args.concurrency}", flush=True)
-        hello_result = run_client(url, args)
-        hello_result["bytes"] = len(body)
-    return {"store": store_result, "hello": hello_result}
+            raise BenchError(f"bare aiohttp server at {hello_url} answered {status} {body[:100]!r}")
+
+        targets = {"store": (home, node.proc.pid), "hello": (hello_url, hello_pid)}
+        # ABBA order (store, hello, hello, store, ...) so slow drift in the machine's speed hits both alike.
+        order = [("store", "hello") if n % 2 == 0 else ("hello", "store") for n in range(args.rounds)]
+        per_round = args.seconds / args.rounds
+        results: dict[str, list[dict[str, Any]]] = {"store": [], "hello": []}
+        print(f"[rps] storefront home {home} ({store_bytes} bytes) vs {hello_url}: {args.rounds} round(s) of "
+              f"{per_round:g}s per target, concurrency {args.concurrency}", flush=True)  # fmt: skip
+        for n, pair in enumerate(order, 1):
+            for name in pair:
+                url, pid = targets[name]
+                r = run_client(url, pid, per_round, args)
+                results[name].append(r)
+                print(
+                    f"[rps]   round {n} {name:5}: {r['ok'] / r['elapsed']:7.0f} req/s  errors {r['errors']}", flush=True
+                )
+                if node.proc.poll() is not None:
+                    raise BenchError(f"the node died during the benchmark:\n{node.log_tail()}")
+    return {"store": merge(results["store"]), "hello": merge(results["hello"]), "store_bytes": store_bytes}
 
 
 # -- part B: memory ------------------------------------------------------------
@@ -519,36 +591,51 @@ def part_rss(args: argparse.Namespace) -> dict[str, Any]:
 def _line(label: str, r: dict[str, Any]) -> str:
     capped = "  (request cap reached)" if r["capped"] else ""
     return (
-        f"{label:<32}{r['rps']:8.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+        f"{label:<32}{r['rps']:6.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
         f"errors {r['errors']}{capped}"
     )
 
 
 def summary(args: argparse.Namespace, rps: dict[str, Any] | None, rss: dict[str, Any] | None) -> list[str]:
-    lines = ["", "=" * 78, f"Pasar storefront benchmark  (cpus: {os.cpu_count()}, python {sys.version.split()[0]})"]
+    """The headline figures first, then the details that say how far to trust them."""
+    head: list[str] = []
+    detail: list[str] = []
     if rps is not None:
         s, h = rps["store"], rps["hello"]
         ratio = s["rps"] / h["rps"] if h["rps"] else float("nan")
-        lines += [
-            f"load: {args.seconds:g}s after {args.warmup:g}s warm-up, concurrency {args.concurrency}, keep-alive",
+        cpu_ratio = h["server_us_per_req"] / s["server_us_per_req"] if s["server_us_per_req"] else float("nan")
+        head += [
             _line(f"storefront home ({args.listings} listings):", s),
             _line("bare aiohttp hello:", h),
             f"ratio: {ratio:.0%} (target >= {RPS_TARGET:.0%})",
         ]
-        for label, r in (("storefront", s), ("hello", h)):
-            for sample in r["error_samples"]:
-                lines.append(f"  {label} error sample: {sample}")
-    if rss is not None:
-        lines += [
-            f"node RSS with {rss['stores']} stores x {rss['per_store']} listings: {rss['rss_mb']:.1f} MB "
-            f"(target <= {RSS_TARGET_MB:.0f} MB)",
-            f"  RSS at start {rss['rss_start_mb']:.1f} MB, after inserts {rss['rss_after_insert_mb']:.1f} MB, "
-            f"peak (VmHWM) {rss['hwm_mb']:.1f} MB",
-            f"  inserting {rss['stores'] * rss['per_store']} listings (batches of {BATCH}): {rss['insert_s']:.2f} s; "
-            f"warming {rss['fetched']} pages: {rss['warm_s']:.2f} s",
+        per_round = ", ".join(f"{x:.0f}" for x in s["round_rps"]), ", ".join(f"{x:.0f}" for x in h["round_rps"])
+        detail += [
+            f"load: {args.seconds:g}s per target in {args.rounds} round(s) (ABBA), each after a {args.warmup:g}s "
+            f"warm-up; concurrency {args.concurrency}, keep-alive; home page {rps['store_bytes']} bytes",
+            f"req/s per round: storefront {per_round[0]}; hello {per_round[1]}",
+            f"server CPU per request: storefront {s['server_us_per_req']:.0f} us, "
+            f"hello {h['server_us_per_req']:.0f} us (CPU-cost ratio {cpu_ratio:.0%})",
+            f"CPU busy, % of one core (storefront / hello): server {s['server_cpu_share']:.0%} / "
+            f"{h['server_cpu_share']:.0%}, client {s['client_cpu_share']:.0%} / {h['client_cpu_share']:.0%}; "
+            f"host steal {max(s['steal'], h['steal']):.1%}",
         ]
-    lines.append("=" * 78)
-    return lines
+        for label, r in (("storefront", s), ("hello", h)):
+            detail += [f"{label} error sample: {sample}" for sample in r["error_samples"]]
+    if rss is not None:
+        head.append(
+            f"node RSS with {rss['stores']} stores x {rss['per_store']} listings: {rss['rss_mb']:.1f} MB "
+            f"(target <= {RSS_TARGET_MB:.0f} MB)"
+        )
+        detail += [
+            f"inserting {rss['stores'] * rss['per_store']} listings via the API (batches of {BATCH}): "
+            f"{rss['insert_s']:.2f} s; warming {rss['fetched']} pages: {rss['warm_s']:.2f} s",
+            f"node RSS at start {rss['rss_start_mb']:.1f} MB, after inserts {rss['rss_after_insert_mb']:.1f} MB, "
+            f"peak (VmHWM) {rss['hwm_mb']:.1f} MB",
+        ]
+    rule = "=" * 78
+    title = f"Pasar storefront benchmark (cpus: {os.cpu_count()}, python {sys.version.split()[0]})"
+    return ["", rule, title, *head, "-" * 78, *(f"  {d}" for d in detail), rule]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,12 +650,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target (default 10)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured warm-up seconds (default 1)")
     p.add_argument("--concurrency", type=int, default=32, help="client connections/workers (default 32)")
-    p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="cap on requests per target")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per target, ABBA order (default 2)")
+    p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="cap on requests per client run")
     p.add_argument("--listings", type=int, default=100, help="listings in the throughput store (default 100)")
     p.add_argument("--rss-listings", type=int, default=1000, help="listings per store for the memory part")
     args = p.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 60 and 1 <= args.concurrency <= 1000):
         p.error("--seconds must be in (0, 600], --warmup in [0, 60], --concurrency in [1, 1000]")
+    if not (1 <= args.rounds <= 20 and args.max_requests >= 1):
+        p.error("--rounds must be 1-20 and --max-requests at least 1")
 
     rps = rss = None
     try:

@@ -16,6 +16,15 @@ def test_help_lists_every_command(tmp_path):
     assert "--data-dir" in pasar(tmp_path, "listing", "import", "--help").stdout
 
 
+def test_data_dir_flag_works_before_and_after_the_command(tmp_path):
+    target = tmp_path / "flagged"
+    env = {"PASAR_DATA_DIR": str(tmp_path / "not-this-one")}
+    assert str(target) in pasar(tmp_path, "--data-dir", str(target), "init", **env).stdout
+    pasar(tmp_path, "--data-dir", str(target), "store", "create", "A", **env)
+    out = pasar(tmp_path, "listing", "list", "--store", "A", "--data-dir", str(target), **env)
+    assert out.returncode == 0 and not (tmp_path / "not-this-one").exists()
+
+
 def test_init_creates_private_token_and_is_idempotent(tmp_path):
     node = make_node(tmp_path)
     token = node.data_dir / "admin.token"
