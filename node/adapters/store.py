@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from tinydb import Query, TinyDB
 
-from ..errors import ConfigError, NodeBusy, NotFound, StorageError
+from ..errors import ConfigError, Conflict, NodeBusy, NotFound, StorageError
 from ..fsutil import atomic_write, fsync_dir, make_private_dir
 from .jsonstore import AtomicJSONStorage
 
@@ -235,11 +235,18 @@ class Storage:
             "profile": copy.deepcopy(dict(profile)),
         }
 
-    async def create_store(self, onion: str, seed: bytes, profile: dict[str, Any], port: int | None) -> dict[str, Any]:
+    async def create_store(
+        self, onion: str, seed: bytes, profile: dict[str, Any], choose_port: Callable[[set[int]], int | None]
+    ) -> dict[str, Any]:
+        """``choose_port`` gets the ports other stores hold; it runs in the same
+        storage job as the write, so concurrent creations never share a port."""
+
         def run() -> dict[str, Any]:
             final = self.stores_dir / onion
             if final.exists():
-                raise StorageError(f"store {onion} already exists")
+                raise Conflict(f"store {onion} already exists")
+            used = {p for p in (self._store_record(o)["port"] for o in self._store_dirs()) if p}
+            port = choose_port(used)
             tmp = self.stores_dir / f".new-{onion}"
             shutil.rmtree(tmp, ignore_errors=True)
             make_private_dir(tmp / "images")
@@ -274,11 +281,19 @@ class Storage:
         meta.update({"seq": seq}, doc_ids=[1])
         return seq
 
-    async def bump_seq(self, onion: str) -> int:
-        def run() -> int:
+    async def seal_data(self, onion: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Take a new ``seq`` and read profile + listings, all in one storage job.
+
+        Every envelope sealed from this gets its own ``seq``, and no write can
+        land between reading the ``seq`` and reading what it covers.
+        """
+
+        def run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             db = self._db(onion)
             with _storage(db).batch():
-                return self._bump_seq(db)
+                self._bump_seq(db)
+            items = [copy.deepcopy(dict(d)) for d in _table(db, "listings").all()]
+            return self._store_record(onion), items
 
         return await self._call(run)
 
@@ -299,7 +314,7 @@ class Storage:
         return await self._call(run)
 
     async def put_listings(self, onion: str, listings: list[dict[str, Any]]) -> int:
-        """Insert or replace listings (by ``id``) in one atomic write."""
+        """Insert or replace listings (by ``id``) in one atomic write (import, restore)."""
 
         def run() -> int:
             db = self._db(onion)
@@ -317,6 +332,19 @@ class Storage:
 
         return await self._call(run)
 
+    async def replace_listing(self, onion: str, listing: dict[str, Any]) -> int:
+        """Update an existing listing; NotFound if it was removed meanwhile."""
+
+        def run() -> int:
+            db = self._db(onion)
+            table = _table(db, "listings")
+            with _storage(db).batch():
+                if not table.update(copy.deepcopy(listing), Query().id == listing["id"]):
+                    raise NotFound(f"no listing {listing['id']!r} in this store")
+                return self._bump_seq(db)
+
+        return await self._call(run)
+
     async def delete_listing(self, onion: str, listing_id: str) -> int:
         def run() -> int:
             db = self._db(onion)
@@ -330,6 +358,12 @@ class Storage:
     # -- images ----------------------------------------------------------
     def image_path(self, onion: str, name: str) -> Path:
         return self.stores_dir / onion / "images" / name
+
+    async def missing_images(self, onion: str, names: set[str]) -> set[str]:
+        def run() -> set[str]:
+            return {n for n in names if not self.image_path(onion, n).is_file()}
+
+        return await self._call(run)
 
     async def put_image(self, onion: str, name: str, data: bytes) -> None:
         def run() -> None:

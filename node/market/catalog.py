@@ -38,6 +38,7 @@ class Snapshot:
     etag: str
     refresh_at: int
     search_text: dict[str, str] = field(repr=False, default_factory=dict)
+    image_ids: frozenset[str] = frozenset()
 
 
 def newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,6 +86,7 @@ def build(
         etag='"' + hashlib.sha256(data).hexdigest()[:32] + '"',
         refresh_at=refresh_at,
         search_text={v["id"]: _search_text(v) for v in views},
+        image_ids=frozenset(i["id"] for v in views for i in v["images"]),
     )
 
 

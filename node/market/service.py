@@ -2,7 +2,9 @@
 
 Every write goes through here, so cached snapshots are dropped exactly when
 their store changes. Storage is passed in (an adapter); nothing here touches
-files, sockets or the web.
+files, sockets or the web. Read-modify-write operations on one store run
+under that store's write lock, and each storage call is one job on the
+storage thread, so concurrent requests cannot lose or resurrect data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import onion as onion_math
 from ..crypto import StoreKey
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, NotFound, StorageError, ValidationError
 from . import catalog, images
 from . import listings as L
 from . import profile as P
@@ -57,20 +59,27 @@ class Market:
         self._clock = clock
         self._keys: dict[str, StoreKey] = {}
         self._snapshots: dict[str, catalog.Snapshot] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        self._write_locks: dict[str, asyncio.Lock] = {}
         self._generation: dict[str, int] = {}
+        # Decoding images is memory-hungry: one at a time.
+        self._image_slot = asyncio.Semaphore(1)
         self.on_store_created: list[Callable[[dict[str, Any]], Any]] = []
 
     def now(self) -> int:
         return int(self._clock())
 
+    def _writing(self, onion: str) -> asyncio.Lock:
+        return self._write_locks.setdefault(onion, asyncio.Lock())
+
     # -- stores ----------------------------------------------------------
     async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
         prof = P.validate(data)
         key = StoreKey.generate()
-        used = {s["port"] for s in await self._storage.list_stores() if s["port"]}
-        port = next_port(used, self.limits.store_port_base, self.limits.reserved_ports)
-        record = await self._storage.create_store(key.onion, key.seed, prof, port)
+        lim = self.limits
+        record = await self._storage.create_store(
+            key.onion, key.seed, prof, lambda used: next_port(used, lim.store_port_base, lim.reserved_ports)
+        )
         self._keys[key.onion] = key
         for callback in self.on_store_created:
             await callback(record)
@@ -97,17 +106,18 @@ class Market:
         raise NotFound(f"no store matches {ref!r}")
 
     async def update_profile(self, onion: str, data: dict[str, Any]) -> dict[str, Any]:
-        current = (await self._storage.get_store(onion))["profile"]
-        prof = P.validate(data, partial=current)
-        await self._storage.update_profile(onion, prof)
-        self._changed(onion)
+        async with self._writing(onion):
+            current = (await self._storage.get_store(onion))["profile"]
+            prof = P.validate(data, partial=current)
+            await self._storage.update_profile(onion, prof)
+            self._changed(onion)
         return prof
 
     async def key(self, onion: str) -> StoreKey:
         if onion not in self._keys:
             key = StoreKey(await self._storage.read_key(onion))
             if key.onion != onion:
-                raise ValidationError({"key": f"store {onion}: key file belongs to another address"})
+                raise StorageError(f"store {onion}: its key file belongs to another address; restore it from backup")
             self._keys[onion] = key
         return self._keys[onion]
 
@@ -145,54 +155,72 @@ class Market:
         return (await self.add_listings(onion, [data]))[0]
 
     async def update_listing(self, onion: str, listing_id: str, data: Any) -> dict[str, Any]:
-        current = await self.listing(onion, listing_id)
-        clean = L.validate(data, max_images=self.limits.max_images, now=self.now())
-        updated = {**clean, "id": listing_id, "created_at": current["created_at"], "updated_at": self.now()}
+        async with self._writing(onion):
+            current = await self.listing(onion, listing_id)
+            clean = L.validate(data, max_images=self.limits.max_images, now=self.now())
+            return await self._replace(onion, current, clean)
+
+    async def _replace(self, onion: str, current: dict[str, Any], clean: dict[str, Any]) -> dict[str, Any]:
+        updated = {**clean, "id": current["id"], "created_at": current["created_at"], "updated_at": self.now()}
         await self._check_images(onion, [updated])
-        await self._storage.put_listings(onion, [updated])
+        await self._storage.replace_listing(onion, updated)  # NotFound if deleted meanwhile
         self._changed(onion)
         return updated
 
-    async def set_inventory(self, onion: str, listing_id: str, stock: dict[str, int | None]) -> dict[str, Any]:
-        """``stock`` maps SKU (or ``""`` for a listing without variants) to a count or None."""
-        current = await self.listing(onion, listing_id)
-        data = {k: v for k, v in current.items() if k not in ("id", "created_at", "updated_at")}
-        if current["variants"]:
-            skus = {v["sku"] for v in current["variants"]}
-            unknown = set(stock) - skus
-            if unknown:
-                raise ValidationError({"inventory": f"unknown SKU {sorted(unknown)[0]!r}"})
-            data["variants"] = [dict(v, inventory=stock.get(v["sku"], v["inventory"])) for v in current["variants"]]
-        else:
-            data["inventory"] = stock.get("", current["inventory"])
-        return await self.update_listing(onion, listing_id, data)
+    async def set_inventory(self, onion: str, stock: dict[str, dict[str, int | None]]) -> list[dict[str, Any]]:
+        """``stock``: listing id -> {SKU (``""`` without variants): count or None}.
+
+        Every entry is checked before anything is written; unchanged listings
+        are left alone. Returns the listings that changed.
+        """
+        async with self._writing(onion):
+            by_id = {x["id"]: x for x in await self._storage.listings(onion)}
+            errors: dict[str, str] = {}
+            changed = []
+            for listing_id, counts in stock.items():
+                item = by_id.get(listing_id)
+                if item is None:
+                    errors[listing_id] = "no such listing"
+                    continue
+                updated = _with_stock(item, counts, errors)
+                if updated is not None and updated != item:
+                    changed.append(updated)
+            if errors:
+                raise ValidationError(errors)
+            now = self.now()
+            for item in changed:
+                item["updated_at"] = now
+            if changed:
+                await self._storage.put_listings(onion, changed)
+                self._changed(onion)
+            return changed
 
     async def remove_listing(self, onion: str, listing_id: str) -> None:
-        await self._storage.delete_listing(onion, listing_id)
-        self._changed(onion)
+        async with self._writing(onion):
+            await self._storage.delete_listing(onion, listing_id)
+            self._changed(onion)
 
     # -- images ----------------------------------------------------------
     async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
         await self._storage.get_store(onion)
         lim = self.limits
-        img = await asyncio.to_thread(images.process, data, max_bytes=lim.max_image_bytes, max_side=lim.max_image_side)
+        async with self._image_slot:
+            img = await asyncio.to_thread(
+                images.process, data, max_bytes=lim.max_image_bytes, max_side=lim.max_image_side
+            )
         await self._storage.put_image(onion, f"{img.id}.thumb.jpg", img.thumb)
         await self._storage.put_image(onion, f"{img.id}.jpg", img.full)
         return {"id": img.id, "path": f"/images/{img.id}.jpg", "width": img.width, "height": img.height}
 
-    def image_path(self, onion: str, name: str) -> Path:
-        """Where an image file of this store is; NotFound for bad or unknown names."""
-        if not _IMAGE_NAME.match(name):
+    def image_path(self, onion: str, name: str, *, published: frozenset[str] | None = None) -> Path:
+        """Where an image of this store is. With ``published``, only those image ids."""
+        match = _IMAGE_NAME.match(name)
+        if not match or (published is not None and match.group(1) not in published):
             raise NotFound("no such image")
-        path = self._storage.image_path(onion, name)
-        if not path.is_file():
-            raise NotFound("no such image")
-        return path
+        return self._storage.image_path(onion, name)
 
     async def _check_images(self, onion: str, items: list[dict[str, Any]]) -> None:
-        missing = {
-            i for item in items for i in item["images"] if not self._storage.image_path(onion, f"{i}.jpg").is_file()
-        }
+        missing = await self._storage.missing_images(onion, {f"{i}.jpg" for x in items for i in x["images"]})
         if missing:
             raise ValidationError({"images": f"image {sorted(missing)[0][:12]}… was never uploaded to this store"})
 
@@ -202,21 +230,22 @@ class Market:
         self._snapshots.pop(onion, None)
 
     async def snapshot(self, onion: str) -> catalog.Snapshot:
-        """The current signed catalog and browse data; rebuilt after any change."""
+        """The current signed catalog and browse data; rebuilt after any change.
+
+        Each build seals a new envelope with its own ``seq`` (also after a
+        restart, an expiry or at half the TTL), so no two different envelopes
+        of a store ever share a ``seq``.
+        """
         snap = self._snapshots.get(onion)
         if snap is not None and self.now() < snap.refresh_at:
             return snap
-        lock = self._locks.setdefault(onion, asyncio.Lock())
-        async with lock:
+        async with self._build_locks.setdefault(onion, asyncio.Lock()):
             snap = self._snapshots.get(onion)
             if snap is not None and self.now() < snap.refresh_at:
                 return snap
             generation = self._generation.get(onion, 0)
-            if snap is not None:  # expiry or re-signing time: that is a change too
-                await self._storage.bump_seq(onion)
-            record = await self._storage.get_store(onion)
             key = await self.key(onion)
-            items = await self._storage.listings(onion)
+            record, items = await self._storage.seal_data(onion)
             snap = await asyncio.to_thread(
                 catalog.build,
                 key,
@@ -229,3 +258,20 @@ class Market:
             if self._generation.get(onion, 0) == generation:
                 self._snapshots[onion] = snap  # else a write raced us: rebuild next time
             return snap
+
+
+def _with_stock(item: dict[str, Any], counts: dict[str, int | None], errors: dict[str, str]) -> dict[str, Any] | None:
+    """A copy of ``item`` with new stock counts; None (and an error) if a SKU is unknown."""
+    for sku, count in counts.items():
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10**9):
+            errors[f"{item['id']}:{sku}"] = "a whole number from 0, or empty for unlimited"
+    if item["variants"]:
+        unknown = set(counts) - {v["sku"] for v in item["variants"]}
+        variants = [dict(v, inventory=counts.get(v["sku"], v["inventory"])) for v in item["variants"]]
+        updated = dict(item, variants=variants)
+    else:
+        unknown = set(counts) - {""}
+        updated = dict(item, inventory=counts.get("", item["inventory"]))
+    if unknown:
+        errors[f"{item['id']}:{sorted(unknown)[0]}"] = "unknown SKU for this listing"
+    return None if unknown or any(k.startswith(item["id"] + ":") for k in errors) else updated

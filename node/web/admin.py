@@ -14,6 +14,15 @@ from .api import store_summary
 from .auth import COOKIE, set_session_cookie
 from .render import page
 
+# After a redirect, ?done=<code> shows one of these (never text from the URL).
+NOTICES = {
+    "store-created": "Store created.",
+    "profile-saved": "Profile saved.",
+    "listing-saved": "Listing saved.",
+    "listing-removed": "Listing removed.",
+    "inventory-saved": "Inventory saved.",
+}
+
 
 def _market(request: web.Request) -> Market:
     return request.app[keys.MARKET]
@@ -26,7 +35,8 @@ def _see(request: web.Request, name: str, query: dict[str, str] | None = None, *
 
 def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     session = request.get("session")
-    base = {"csrf": session.csrf if session else "", "notice": request.query.get("done", "")}
+    notice = NOTICES.get(request.query.get("done", ""), "")
+    base = {"csrf": session.csrf if session else "", "notice": notice}
     return page(request, f"admin/{template}", {**base, **ctx}, status=status)
 
 
@@ -65,7 +75,7 @@ async def create_store(request: web.Request) -> web.Response:
     except ValidationError as exc:
         stores = [store_summary(request, s) for s in await _market(request).stores()]
         return _page(request, "dashboard.html", {"stores": stores, "errors": exc.fields, "values": values}, 422)
-    raise _see(request, "store", {"done": "Store created"}, store=record["onion"])
+    raise _see(request, "store", {"done": "store-created"}, store=record["onion"])
 
 
 async def _store_page(
@@ -98,7 +108,7 @@ async def update_profile(request: web.Request) -> web.Response:
         await _market(request).update_profile(onion, typed)
     except ValidationError as exc:
         return await _store_page(request, onion, exc.fields, 422, typed)
-    raise _see(request, "store", {"done": "Profile saved"}, store=onion)
+    raise _see(request, "store", {"done": "profile-saved"}, store=onion)
 
 
 async def _uploads(request: web.Request, onion: str, errors: dict[str, str]) -> list[str]:
@@ -127,10 +137,8 @@ async def _save_listing(request: web.Request, listing_id: str | None) -> web.Res
         if errors:  # don't save, but still report every other field's problem
             validate_listing(data, max_images=market.limits.max_images, now=market.now())
         else:
-            saved = await (
-                market.update_listing(onion, listing_id, data) if listing_id else market.add_listing(onion, data)
-            )
-            raise _see(request, "store", {"done": f"Saved “{saved['title']}”"}, store=onion)
+            await (market.update_listing(onion, listing_id, data) if listing_id else market.add_listing(onion, data))
+            raise _see(request, "store", {"done": "listing-saved"}, store=onion)
     except ValidationError as exc:  # keep a line's own error over "box is empty"
         errors.update({k: v for k, v in exc.fields.items() if not any(e.startswith(k) for e in errors)})
     ctx = {"store": onion, "listing_id": listing_id, "values": forms.form_values(form, images), "errors": errors}
@@ -163,7 +171,7 @@ async def delete_listing(request: web.Request) -> web.Response:
     market = _market(request)
     onion = await market.resolve(request.match_info["store"])
     await market.remove_listing(onion, request.match_info["id"])
-    raise _see(request, "store", {"done": "Listing removed"}, store=onion)
+    raise _see(request, "store", {"done": "listing-removed"}, store=onion)
 
 
 async def inventory(request: web.Request) -> web.Response:
@@ -171,20 +179,14 @@ async def inventory(request: web.Request) -> web.Response:
     onion = await market.resolve(request.match_info["store"])
     errors: dict[str, str] = {}
     if request.method == "POST":
-        form = await request.post()
-        for item in await market.listings(onion):
-            skus = [v["sku"] for v in item["variants"]] or [""]
-            stock = {}
-            for sku in skus:
-                raw = str(form.get(f"stock:{item['id']}:{sku}", "")).strip()
-                stock[sku] = int(raw) if raw.isdigit() else None
-                if raw and not raw.isdigit():
-                    errors[f"{item['title']} {sku}".strip()] = "must be a whole number (empty = unlimited)"
-            current = [v["inventory"] for v in item["variants"]] or [item["inventory"]]
-            if not errors and list(stock.values()) != current:
-                await market.set_inventory(onion, item["id"], stock)
+        stock, errors = forms.inventory_input(await request.post())
         if not errors:
-            raise _see(request, "inventory", {"done": "Inventory saved"}, store=onion)
+            try:
+                await market.set_inventory(onion, stock)
+            except ValidationError as exc:
+                errors = exc.fields
+        if not errors:
+            raise _see(request, "inventory", {"done": "inventory-saved"}, store=onion)
     ctx = {"store": onion, "listings": await market.listings(onion), "errors": errors}
     return _page(request, "inventory.html", ctx, 422 if errors else 200)
 

@@ -88,10 +88,12 @@ async def delete_listing(request: web.Request) -> web.Response:
 
 
 async def set_inventory(request: web.Request) -> web.Response:
-    onion, body = await _store(request), await read_json(request)
+    onion, body, listing_id = await _store(request), await read_json(request), request.match_info["id"]
     if not isinstance(body, dict):
         raise BadRequest('body must map SKU (or "" without variants) to a count or null')
-    return web.json_response(await _market(request).set_inventory(onion, request.match_info["id"], body))
+    await _market(request).listing(onion, listing_id)  # 404 before 422 for a missing listing
+    await _market(request).set_inventory(onion, {listing_id: body})
+    return web.json_response(await _market(request).listing(onion, listing_id))
 
 
 async def upload_image(request: web.Request) -> web.Response:

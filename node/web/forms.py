@@ -12,6 +12,7 @@ from ..market import lineformats
 from ..market.profile import POLICIES
 from .render import date
 
+_COUNT = re.compile(r"[0-9]{1,9}")
 _MONEY = re.compile(r"^\s*(\d{1,10})(?:\.(\d{1,2}))?\s*$")
 
 
@@ -116,6 +117,22 @@ def blank_listing() -> dict[str, Any]:
         "inventory": "", "min_qty": "1", "max_qty": "", "expires_on": "", "shipping": "",
         "variants": "", "coupons": "", "active": True, "images": [],
     }  # fmt: skip
+
+
+def inventory_input(form: Mapping[str, Any]) -> tuple[dict[str, dict[str, int | None]], dict[str, str]]:
+    """Fields ``stock:<listing id>:<sku>`` -> {listing id: {sku: count or None}}, and errors."""
+    stock: dict[str, dict[str, int | None]] = {}
+    errors: dict[str, str] = {}
+    for name, value in form.items():
+        if not name.startswith("stock:") or name.count(":") != 2:
+            continue
+        _, listing_id, sku = name.split(":")
+        text = value.strip() if isinstance(value, str) else ""
+        if text and not _COUNT.fullmatch(text):
+            errors[f"{listing_id}:{sku}"] = "a whole number from 0, or empty for unlimited"
+            continue
+        stock.setdefault(listing_id, {})[sku] = int(text) if text else None
+    return stock, errors
 
 
 def profile_input(form: Mapping[str, Any]) -> dict[str, Any]:

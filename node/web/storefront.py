@@ -85,7 +85,10 @@ async def policies(request: web.Request) -> web.Response:
 
 
 async def image(request: web.Request) -> web.FileResponse:
-    path = request.app[keys.MARKET].image_path(request.app[keys.STORE], request.match_info["name"])
+    market, onion = request.app[keys.MARKET], request.app[keys.STORE]
+    # Only images of listings on show: a removed photo stops being served.
+    published = (await market.snapshot(onion)).image_ids
+    path = market.image_path(onion, request.match_info["name"], published=published)
     return web.FileResponse(
         path, headers={"Content-Type": "image/jpeg", "Cache-Control": "public, max-age=31536000, immutable"}
     )

@@ -1,5 +1,6 @@
 """The market service over real storage: catalog signing, caching, expiry, browse."""
 
+import asyncio
 import io
 import json
 
@@ -82,10 +83,13 @@ async def test_batch_add_is_all_or_nothing(market):
 async def test_update_inventory_and_remove(market):
     onion = (await market.create_store({"name": "Shop"}))["onion"]
     a = await market.add_listing(onion, item(variants=[{"sku": "S", "label": "Small", "inventory": 1}]))
-    updated = await market.set_inventory(onion, a["id"], {"S": 0})
+    b = await market.add_listing(onion, item("Plain", inventory=5))
+    (updated,) = await market.set_inventory(onion, {a["id"]: {"S": 0}, b["id"]: {"": 5}})  # b unchanged
     assert updated["variants"][0]["inventory"] == 0 and updated["created_at"] == a["created_at"]
-    with pytest.raises(ValidationError):
-        await market.set_inventory(onion, a["id"], {"XL": 1})
+    for bad in ({a["id"]: {"XL": 1}}, {b["id"]: {"S": 1}}, {b["id"]: {"": -1}}, {"nope": {"": 1}}):
+        with pytest.raises(ValidationError):
+            await market.set_inventory(onion, {a["id"]: {"S": 9}, **bad})  # nothing written
+    assert (await market.listing(onion, a["id"]))["variants"][0]["inventory"] == 0
     await market.remove_listing(onion, a["id"])
     with pytest.raises(NotFound):
         await market.listing(onion, a["id"])
@@ -101,9 +105,14 @@ async def test_images_must_be_uploaded_to_the_same_store(market):
     with pytest.raises(ValidationError, match="never uploaded"):
         await market.add_listing(b, item(images=[img["id"]]))
     assert market.image_path(a, f"{img['id']}.thumb.jpg").is_file()
-    for bad in (f"{img['id']}.jpg", "../key", "x.jpg"):
+    assert not market.image_path(b, f"{img['id']}.jpg").exists()  # each store has its own folder
+    for bad in ("../key", "x.jpg", f"{img['id']}.png"):
         with pytest.raises(NotFound):
-            market.image_path(b, bad)
+            market.image_path(a, bad)
+    published = (await market.snapshot(a)).image_ids
+    assert market.image_path(a, f"{img['id']}.jpg", published=published).is_file()
+    with pytest.raises(NotFound):
+        market.image_path(a, f"{img['id']}.jpg", published=frozenset())
 
 
 async def test_resolve_by_address_prefix_and_name(market):
@@ -143,3 +152,57 @@ async def test_browse_search_category_and_paging(market):
     page2 = browse(snap, category="socks", page=2, size=2)
     assert (page2.number, page2.pages, len(page2.items)) == (2, 3, 2)
     assert browse(snap, page=99, size=4).number == 2
+
+
+async def test_concurrent_store_creation_gives_distinct_ports(tmp_path):
+    Storage.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    try:
+        m = Market(storage, Limits(store_port_base=50100, reserved_ports=frozenset({50101})))
+        made = await asyncio.gather(*(m.create_store({"name": f"S{i}"}) for i in range(5)))
+        assert sorted(s["port"] for s in made) == [50100, 50102, 50103, 50104, 50105]
+    finally:
+        await storage.close()
+
+
+async def test_each_snapshot_gets_its_own_seq_even_after_restart(tmp_path):
+    Storage.initialise(tmp_path)
+    seqs, onion = [], None
+    for _ in range(2):
+        storage = Storage(tmp_path)
+        await storage.open()
+        m = Market(storage, Limits(store_port_base=0))
+        onion = onion or (await m.create_store({"name": "S"}))["onion"]
+        seqs.append((await m.snapshot(onion)).seq)
+        await storage.close()
+    assert seqs[1] > seqs[0]
+
+
+async def test_concurrent_writes_never_sign_stale_content_under_a_new_seq(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    seen: dict[int, bytes] = {}
+    for round_ in range(10):
+        results = await asyncio.gather(
+            market.snapshot(onion), market.add_listing(onion, item(f"L{round_}")), market.snapshot(onion)
+        )
+        for snap in (results[0], results[2]):
+            body = json.loads(snap.envelope_bytes)["body"]
+            assert seen.setdefault(snap.seq, snap.envelope_bytes) == snap.envelope_bytes, "one seq, two contents"
+            assert len(body["listings"]) in (round_, round_ + 1)
+    final = await market.snapshot(onion)
+    assert len(json.loads(final.envelope_bytes)["body"]["listings"]) == 10
+
+
+async def test_update_racing_a_delete_does_not_resurrect(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    for _ in range(5):
+        x = await market.add_listing(onion, item("Doomed"))
+        results = await asyncio.gather(
+            market.update_listing(onion, x["id"], item("Edited")),
+            market.remove_listing(onion, x["id"]),
+            return_exceptions=True,
+        )
+        assert all(r is None or isinstance(r, (dict, NotFound)) for r in results)
+        with pytest.raises(NotFound):
+            await market.listing(onion, x["id"])

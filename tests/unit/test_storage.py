@@ -23,7 +23,7 @@ async def storage(tmp_path):
 
 async def make_store(storage, name="Shop", port=None):
     key = StoreKey.generate()
-    await storage.create_store(key.onion, key.seed, {"name": name}, port)
+    await storage.create_store(key.onion, key.seed, {"name": name}, lambda used: port)
     return key
 
 
