@@ -25,7 +25,7 @@ from .market.service import Limits, Market
 from .web import admin, api, keys, middlewares, render
 from .web.auth import AdminAuth, make_guard
 from .web.pagecache import PageCache
-from .web.storefront import create_store_app
+from .web.storefront import create_store_app, loopback_hosts
 
 log = logging.getLogger(__name__)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
@@ -84,6 +84,7 @@ async def _start_listener(app: web.Application, record: dict[str, Any]) -> None:
         log.error("store %s: %s", onion, app[keys.STATUS][onion])
         return
     bound = runner.addresses[0]
+    runner.app[keys.HOSTS].update(loopback_hosts(bound[1]))
     app[RUNNERS][onion] = runner
     app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
     app[keys.STATUS][onion] = "local"

@@ -18,9 +18,9 @@ from typing import Any
 
 from . import __version__
 from . import config as cfg
-from .adapters.store import Storage
+from .adapters.store import DataDirLock, Storage
 from .errors import ConfigError, PasarError, ValidationError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, make_private_dir
 from .market import importer
 
 log = logging.getLogger("pasar")
@@ -56,12 +56,18 @@ async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
     password_hash = None
     if args.reset_password or not Storage.has_admin_password(config.data_dir):
         password_hash = await asyncio.to_thread(hash_password, _ask_password())
-    created = Storage.initialise(config.data_dir)
-    if password_hash is not None:
-        Storage.set_admin_password_hash(config.data_dir, password_hash)
-    token_path = config.admin_token_path
-    if created or args.new_token or not token_path.exists():
-        atomic_write(token_path, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
+    make_private_dir(config.data_dir)
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()  # a running node would keep the old token and password: stop it first
+    try:
+        created = Storage.initialise(config.data_dir)
+        if password_hash is not None:
+            Storage.set_admin_password_hash(config.data_dir, password_hash)
+        token_path = config.admin_token_path
+        if created or args.new_token or not token_path.exists():
+            atomic_write(token_path, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
+    finally:
+        lock.release()
     if not created and password_hash is None and not args.new_token:
         out(f"{config.data_dir} is already initialised (use --reset-password or --new-token to change them)")
         return 0
@@ -228,6 +234,12 @@ async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 # -- argument parsing --------------------------------------------------------
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a sub-command's parser must not reset a --data-dir given before it.
@@ -293,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = listing.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
     p.add_argument("--store", required=True)
     p.add_argument("file", metavar="FILE.csv")
-    p.add_argument("--batch", type=int, default=IMPORT_BATCH, help="listings per atomic write")
+    p.add_argument("--batch", type=_positive, default=IMPORT_BATCH, help="listings per atomic write (1-1000)")
     p.set_defaults(func=cmd_listing_import)
     return parser
 

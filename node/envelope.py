@@ -6,6 +6,8 @@ that store messages dedupe by (type, store, seq) after this.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from . import crypto, onion
@@ -14,6 +16,8 @@ from .errors import SignatureError, ValidationError
 VERSION = 1
 # Clock skew tolerated between nodes for ``issued_at`` in the future.
 MAX_SKEW = 300
+MAX_DEPTH = 32
+_ADDRESS = re.compile(r"[a-z2-7]{56}")
 _FIELDS = {"type", "v", "store", "seq", "issued_at", "expires_at", "body", "sig"}
 
 
@@ -62,8 +66,45 @@ def _check_shape(env: Any) -> None:
         raise ValidationError(problems, "malformed envelope")
     if env["v"] != VERSION:
         raise ValidationError({"v": f"unsupported envelope version {env['v']}"})
-    if not onion.is_address(env["store"]):
-        raise ValidationError({"store": "not a valid v3 onion address"})
+    if not _ADDRESS.fullmatch(env["store"]) or not onion.is_address(env["store"]):
+        raise ValidationError({"store": "must be a v3 onion address: 56 lower-case characters, no .onion"})
+    problem = _json_problem(env["body"], 0)
+    if problem:
+        raise ValidationError({"body": problem})
+
+
+def _json_problem(value: Any, depth: int) -> str | None:
+    """Bodies hold objects, arrays, strings, integers, booleans and null only."""
+    if depth > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return "object keys must be strings"
+        return next((p for p in (_json_problem(v, depth + 1) for v in value.values()) if p), None)
+    if isinstance(value, list):
+        return next((p for p in (_json_problem(v, depth + 1) for v in value) if p), None)
+    if value is None or isinstance(value, str | int | bool):
+        return None
+    return f"{type(value).__name__} values are not allowed (money is integer satoshis)"
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValidationError({"envelope": "an object repeats a key"})
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValidationError({"envelope": f"{name} is not JSON"})
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse received envelope JSON strictly: no repeated keys, no NaN/Infinity."""
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError({"envelope": "not valid JSON"}) from None
 
 
 def open_(env: Any, *, now: int, expected_type: str | None = None) -> dict[str, Any]:
@@ -75,7 +116,9 @@ def open_(env: Any, *, now: int, expected_type: str | None = None) -> dict[str, 
     try:
         sig = crypto.b64url_decode(env["sig"])
     except ValueError:
-        raise SignatureError("signature is not unpadded base64url") from None
+        raise SignatureError("signature is not canonical unpadded base64url") from None
+    if len(sig) != 64:
+        raise SignatureError("an ed25519 signature is 64 bytes")
     crypto.verify(env["store"], crypto.canonical_json(unsigned), sig)
     if env["issued_at"] > now + MAX_SKEW:
         raise SignatureError("envelope is issued in the future (check the clock)")

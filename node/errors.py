@@ -64,6 +64,13 @@ class Conflict(PasarError):
     code = "conflict"
 
 
+class Misdirected(PasarError):
+    """A request naming a host this listener does not serve (DNS rebinding, typos)."""
+
+    status = 421
+    code = "wrong_host"
+
+
 class PayloadTooLarge(PasarError):
     status = 413
     code = "too_large"

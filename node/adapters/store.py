@@ -76,7 +76,9 @@ class DataDirLock:
         except BlockingIOError:
             os.close(fd)
             pid = read_lock_info(self.path.parent).get("pid", "?")
-            raise NodeBusy(f"the data directory is in use by another Pasar process (pid {pid})") from None
+            raise NodeBusy(
+                f"the data directory is in use by another Pasar process (pid {pid}); stop it first"
+            ) from None
         self._fd = fd
 
     def publish(self, info: dict[str, Any]) -> None:
@@ -204,17 +206,12 @@ class Storage:
 
     @staticmethod
     def set_admin_password_hash(data_dir: Path, password_hash: bytes) -> None:
-        """Used by ``pasar init`` before any node runs (holds the lock itself)."""
-        lock = DataDirLock(data_dir)
-        lock.acquire()
+        """Used by ``pasar init``, which holds the data dir's lock meanwhile."""
+        db = _open_db(data_dir / "node.json")
         try:
-            db = _open_db(data_dir / "node.json")
             _table(db, "admin").upsert({"password_hash": password_hash.decode()}, Query().password_hash.exists())
-            if not _table(db, "admin").get(doc_id=1):
-                raise StorageError("admin password was not stored")
-            db.close()
         finally:
-            lock.release()
+            db.close()
 
     # -- stores ----------------------------------------------------------
     async def list_stores(self) -> list[dict[str, Any]]:

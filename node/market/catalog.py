@@ -56,7 +56,16 @@ def _categories(views: list[dict[str, Any]]) -> list[Category]:
     for v in views:
         if v["category"]:
             counts[v["category"]] = counts.get(v["category"], 0) + 1
-    return [Category(n, fields.slug(n), c) for n, c in sorted(counts.items(), key=lambda x: x[0].casefold())]
+    out: list[Category] = []
+    taken: set[str] = set()
+    for name, count in sorted(counts.items(), key=lambda x: (x[0].casefold(), x[0])):
+        slug, n = fields.slug(name), 1
+        while slug in taken:  # "Hats & Caps" and "Hats Caps" both get a page
+            n += 1
+            slug = f"{fields.slug(name)}-{n}"
+        taken.add(slug)
+        out.append(Category(name, slug, count))
+    return out
 
 
 def build(

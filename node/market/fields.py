@@ -6,6 +6,7 @@ field's name, so a form can show every problem at once.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from typing import Any
@@ -69,7 +70,7 @@ def integer(
         if required:
             errors.add(field, "is required")
         return default
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,20}\s*", value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         errors.add(field, "must be a whole number")
@@ -114,6 +115,6 @@ def items(data: dict[str, Any], name: str, errors: Errors, *, max_items: int) ->
 
 
 def slug(value: str) -> str:
-    """URL-safe lower-case form of a category name."""
-    value = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    """Lower-case URL form of a category name; letters of any script are kept."""
+    text = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFC", value).casefold()).strip("-")
+    return text or "c-" + hashlib.sha256(value.encode()).hexdigest()[:8]

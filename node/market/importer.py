@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,8 @@ def _expiry(value: str) -> int | str:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
-def _row_data(raw: dict[str, str], base_dir: Path) -> tuple[dict[str, Any], list[Path]]:
-    cell = {k: (v or "").strip() for k, v in raw.items()}
+def _row_data(raw: dict[str | None, Any], base_dir: Path) -> tuple[dict[str, Any], list[Path]]:
+    cell = {str(k): (v or "").strip() for k, v in raw.items()}
     data: dict[str, Any] = {k: cell[k] for k in cell if k in COLUMNS and cell[k] != ""}
     for name, parse in (
         ("shipping", lineformats.parse_shipping),
@@ -69,6 +70,13 @@ def _row_data(raw: dict[str, str], base_dir: Path) -> tuple[dict[str, Any], list
     return data, paths
 
 
+def _records(reader: csv.DictReader[str]) -> Iterator[dict[str | None, Any]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise ValidationError({"file": f"line {reader.line_num}: not valid CSV ({exc})"}) from None
+
+
 def parse(text: str, *, base_dir: Path, max_images: int, now: int) -> list[Row]:
     """All rows, each checked; one ValidationError naming every bad line."""
     reader = csv.DictReader(io.StringIO(text))
@@ -80,10 +88,13 @@ def parse(text: str, *, base_dir: Path, max_images: int, now: int) -> list[Row]:
         )
     rows: list[Row] = []
     problems: dict[str, str] = {}
-    for raw in reader:
+    for raw in _records(reader):
         line = reader.line_num
         if len(rows) >= MAX_ROWS:
             raise ValidationError({"file": f"at most {MAX_ROWS} rows per import"})
+        if None in raw:  # DictReader's place for cells beyond the header
+            problems[f"line {line}"] = "more cells than the header has columns (a comma inside a cell needs quotes)"
+            continue
         try:
             data, paths = _row_data(raw, base_dir)
             listings.validate(dict(data, images=[]), max_images=max_images, now=now)

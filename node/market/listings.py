@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -164,18 +163,12 @@ def in_stock(listing: dict[str, Any]) -> bool:
     return listing.get("inventory") is None or listing["inventory"] > 0
 
 
-def coupon_hash(code: str) -> str:
-    """Coupons are published as a hash, so the catalog does not reveal codes."""
-    return hashlib.sha256(code.upper().encode()).hexdigest()
-
-
 def public_view(listing: dict[str, Any]) -> dict[str, Any]:
     """The listing as published in the signed catalog, with its content hash."""
     view = {k: v for k, v in listing.items() if k not in ("coupons", "active")}
     view["images"] = [{"id": i, "path": f"/images/{i}.jpg"} for i in listing["images"]]
-    view["coupons"] = [
-        {"code_sha256": coupon_hash(c["code"]), "percent": c["percent"], "amount_sat": c["amount_sat"]}
-        for c in listing["coupons"]
-    ]
+    # Codes are short and guessable: even a hash would give them away. The
+    # store checks a code at checkout; the catalog only says coupons exist.
+    view["accepts_coupons"] = bool(listing["coupons"])
     view["hash"] = content_hash(view)
     return view

@@ -39,6 +39,8 @@ class AdminAuth:
     allowed_hosts: set[str] = field(default_factory=set)
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: int = 0
+    # One attempt at a time, so parallel guesses queue behind the delay.
+    _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def set_port(self, host: str, port: int) -> None:
         names = {host, "localhost"} | (
@@ -47,13 +49,16 @@ class AdminAuth:
         self.allowed_hosts = {f"{n}:{port}" for n in names}
 
     async def login(self, password: str) -> str:
-        # Slow down guessing: each failure since the last success costs more.
-        await asyncio.sleep(min(self._failures, 10) * 0.5)
-        ok = self.password_hash is not None and await asyncio.to_thread(check_password, self.password_hash, password)
-        if not ok:
-            self._failures += 1
-            raise Unauthorized("wrong password")
-        self._failures = 0
+        async with self._login_lock:
+            # Slow down guessing: each failure since the last success costs more.
+            await asyncio.sleep(min(self._failures, 10) * 0.5)
+            ok = self.password_hash is not None and await asyncio.to_thread(
+                check_password, self.password_hash, password
+            )
+            if not ok:
+                self._failures += 1
+                raise Unauthorized("wrong password")
+            self._failures = 0
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = Session(secrets.token_urlsafe(32), time.time() + SESSION_TTL)
         return sid
@@ -80,7 +85,8 @@ class AdminAuth:
             raise Unauthorized("wrong API token: use the one in <data-dir>/admin.token")
 
     def check_origin(self, request: web.Request) -> None:
-        if request.host not in self.allowed_hosts:
+        # The raw header: aiohttp's request.host would look up this machine's name.
+        if request.headers.get("Host", "").lower() not in self.allowed_hosts:
             raise Forbidden(f"the admin answers only as http://{sorted(self.allowed_hosts)[0]}")
         origin = request.headers.get("Origin")
         if origin is not None and origin.removeprefix("http://") not in self.allowed_hosts:

@@ -20,6 +20,8 @@ PAGES: web.AppKey[PageCache] = web.AppKey("page_cache")
 AUTH: web.AppKey[AdminAuth] = web.AppKey("admin_auth")
 JINJA: web.AppKey[jinja2.Environment] = web.AppKey("jinja")
 CSS: web.AppKey[bytes] = web.AppKey("css")
+# Host header values a store listener answers to (its onion name, its loopback address).
+HOSTS: web.AppKey[set[str]] = web.AppKey("allowed_hosts")
 # onion -> "http://127.0.0.1:PORT" (or "unix:/path") of the store's running listener.
 LISTENERS: web.AppKey[dict[str, str]] = web.AppKey("listeners")
 # onion -> "starting" | "published" | "error: ..." (Tor status arrives with the Tor issue).

@@ -6,12 +6,13 @@ share no host, port, cookie or URL space. Nothing here knows other stores.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..errors import Misdirected, NotFound
 from ..market.catalog import Snapshot, browse
 from . import keys, middlewares, render
 
@@ -20,8 +21,11 @@ MAX_QUERY = 100
 # Reserved for the payments issue (see docs/design.md): /cart, /checkout, /orders/{id}.
 
 
+_PAGE = re.compile(r"[0-9]{1,6}")
+
+
 def _int(value: str | None, default: int = 1) -> int:
-    return int(value) if value and value.isdigit() and len(value) < 7 else default
+    return int(value) if value and _PAGE.fullmatch(value) else default
 
 
 async def _page(request: web.Request, template: str, context: Callable[[Snapshot], dict[str, Any]]) -> web.Response:
@@ -108,9 +112,23 @@ async def catalog(request: web.Request) -> web.Response:
     return web.Response(body=snap.envelope_bytes, content_type="application/json", headers=headers)
 
 
+def loopback_hosts(port: int) -> set[str]:
+    return {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+
+
+@web.middleware
+async def only_own_host(request: web.Request, handler: middlewares.Handler) -> web.StreamResponse:
+    """Answer only to this store's names: a web page that rebinds some domain to
+    127.0.0.1 must not be able to read which store this node runs."""
+    if request.headers.get("Host", "").lower() not in request.app[keys.HOSTS]:
+        raise Misdirected("this listener serves one store, under its own address only")
+    return await handler(request)
+
+
 def create_store_app(parent: web.Application, onion: str) -> web.Application:
     """The storefront application of one store; shares the parent's market and templates."""
-    app = web.Application(middlewares=[middlewares.errors], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middlewares.errors, only_own_host], client_max_size=64 * 1024)
+    app[keys.HOSTS] = {f"{onion}.onion", f"{onion}.onion:80"}  # + loopback names once bound
     app.on_response_prepare.append(middlewares.security_headers)
     app[keys.CONFIG] = parent[keys.CONFIG]
     app[keys.MARKET] = parent[keys.MARKET]

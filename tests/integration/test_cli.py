@@ -130,6 +130,13 @@ def test_run_without_tor_flag_explains(tmp_path):
     assert proc.returncode == 1 and "--no-tor" in proc.stderr
 
 
+def test_init_changes_nothing_while_a_node_runs(running_node):
+    before = running_node.token
+    proc = running_node.cli("init", "--new-token", check=False)
+    assert proc.returncode == 1 and "stop it first" in proc.stderr
+    assert running_node.token == before
+
+
 def test_commands_go_through_the_running_node(running_node):
     node = running_node
     address = node.cli("store", "create", "Live Shop").stdout.strip()

@@ -171,9 +171,23 @@ async def test_stores_are_not_linkable_through_each_other(shop):
     assert json.loads(body)["store"] == b["onion"] and a["onion"].encode() not in body
     _, home_b = await get(b["local_url"] + "/")
     assert b"Alpha" not in home_b and a["onion"].encode() not in home_b
-    # The Host header selects nothing: a store listener only knows its own store.
-    r, home_as_a = await get(b["local_url"] + "/", headers={"Host": f"{a['onion']}.onion"})
-    assert b"Beta Books" in home_as_a and b"Alpha" not in home_as_a
+    # The Host header selects nothing: a store listener answers only to its own names.
+    r, _ = await get(b["local_url"] + "/", headers={"Host": f"{a['onion']}.onion"})
+    assert r.status == 421
+    r, home = await get(b["local_url"] + "/", headers={"Host": f"{b['onion']}.onion"})
+    assert r.status == 200 and b"Beta Books" in home
+
+
+async def test_foreign_host_names_are_refused(shop):
+    """A DNS-rebinding page (evil.example -> 127.0.0.1) must not read the store."""
+    base = shop["a"]["local_url"]
+    port = base.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.2:" + port, ""):
+        r, body = await get(base + "/.well-known/pasar/catalog.json", headers={"Host": host})
+        assert r.status == 421 and shop["a"]["onion"].encode() not in body, host
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"{shop['a']['onion']}.onion"):
+        r, _ = await get(base + "/", headers={"Host": host})
+        assert r.status == 200, host
 
 
 async def test_admin_and_api_are_not_served_by_store_listeners(shop):

@@ -97,3 +97,39 @@ def test_stale_and_future_envelopes_are_rejected(env):
 def test_wrong_type_is_rejected(env):
     with pytest.raises(ValidationError):
         envelope.open_(env, now=NOW, expected_type="pasar.announce")
+
+
+def test_signature_encoding_must_be_canonical(env):
+    for bad in (env["sig"][:10] + "!!!!" + env["sig"][10:], env["sig"] + "A", env["sig"][:-1]):
+        with pytest.raises(SignatureError):
+            envelope.open_({**env, "sig": bad}, now=NOW)
+    # Same bytes, other spelling: the last character's unused bits set.
+    last = env["sig"][-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = env["sig"][:-1] + alphabet[alphabet.index(last) ^ 1]
+    with pytest.raises(SignatureError):
+        envelope.open_({**env, "sig": twin}, now=NOW)
+
+
+def test_store_must_be_the_exact_lower_case_address(env):
+    for spelling in (env["store"].upper(), env["store"] + ".onion", " " + env["store"]):
+        with pytest.raises(ValidationError):
+            envelope.open_({**env, "store": spelling}, now=NOW)
+
+
+def test_bodies_hold_no_floats(key):
+    for body in ({"price": 1.5}, {"a": [{"b": float("nan")}]}):
+        env = envelope.seal(key, "pasar.catalog", body, seq=1, issued_at=NOW, expires_at=NOW + 10)
+        with pytest.raises(ValidationError, match="float"):
+            envelope.open_(env, now=NOW)
+
+
+def test_strict_loads_rejects_repeated_keys_and_nan(env):
+    text = json.dumps(env)
+    assert envelope.loads(text) == env
+    with pytest.raises(ValidationError, match="repeats"):
+        envelope.loads(text[:-1] + ', "seq": 99}')
+    with pytest.raises(ValidationError):
+        envelope.loads('{"a": NaN}')
+    with pytest.raises(ValidationError):
+        envelope.loads(b"\xff")

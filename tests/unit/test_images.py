@@ -74,3 +74,14 @@ def test_unsupported_format_rejected():
     Image.new("RGB", (4, 4)).save(buf, "BMP")
     with pytest.raises(ValidationError, match="BMP"):
         process(buf.getvalue())
+
+
+def test_pixel_limits_per_format():
+    buf = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(buf, "PNG")  # 30 MP: tiny file, too many pixels to decode
+    with pytest.raises(ValidationError, match="million pixels"):
+        process(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new("RGB", (8000, 5000), "grey").save(buf, "JPEG", quality=30)  # 40 MP JPEG: decoded scaled
+    out = process(buf.getvalue())
+    assert (out.width, out.height) == (1600, 1000)
