@@ -28,8 +28,6 @@ from .web.pagecache import PageCache
 from .web.storefront import create_store_app, loopback_hosts
 
 log = logging.getLogger(__name__)
-STORAGE: web.AppKey[Storage] = web.AppKey("storage")
-RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("store_runners")
 
 
 def templates_dir() -> Path:
@@ -68,7 +66,7 @@ def limits_from(config: Config) -> Limits:
     )
 
 
-async def _start_listener(app: web.Application, record: dict[str, Any]) -> None:
+async def _start_listener(app: web.Application, record: dict[str, Any], runners: dict[str, web.AppRunner]) -> None:
     """Serve one store on its own loopback port; a failure marks only that store."""
     config, onion = app[keys.CONFIG], record["onion"]
     runner = web.AppRunner(create_store_app(app, onion), access_log=None, handle_signals=False)
@@ -85,58 +83,56 @@ async def _start_listener(app: web.Application, record: dict[str, Any]) -> None:
         return
     bound = runner.addresses[0]
     runner.app[keys.HOSTS].update(loopback_hosts(bound[1]))
-    app[RUNNERS][onion] = runner
+    runners[onion] = runner
     app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
     app[keys.STATUS][onion] = "local"
     log.info("store %s serving on %s", onion, app[keys.LISTENERS][onion])
 
 
-async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[STORAGE].open()
-    yield
-    await app[STORAGE].close()
-
-
-async def _market_ctx(app: web.Application) -> AsyncIterator[None]:
-    config, storage = app[keys.CONFIG], app[STORAGE]
-    app[keys.MARKET] = Market(storage, limits_from(config))
-    app[keys.AUTH].password_hash = await storage.admin_password_hash()
-    yield
-
-
-async def _listeners_ctx(app: web.Application) -> AsyncIterator[None]:
-    market = app[keys.MARKET]
-    for record in await market.stores():
-        await _start_listener(app, record)
-
-    async def on_created(record: dict[str, Any]) -> None:
-        await _start_listener(app, record)
-
-    market.on_store_created.append(on_created)
-    yield
-    market.on_store_created.remove(on_created)
-    await asyncio.gather(*(r.cleanup() for r in app[RUNNERS].values()))
-    app[RUNNERS].clear()
-    app[keys.LISTENERS].clear()
-
-
 def create_app(config: Config, *, storage: Storage | None = None) -> web.Application:
+    """The admin app; its cleanup contexts own the storage, market and store listeners."""
+    store = storage or Storage(config.data_dir)
+    runners: dict[str, web.AppRunner] = {}
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
     max_body = config.max_images * config.max_image_bytes + 1024 * 1024
     app = web.Application(middlewares=[middlewares.errors, make_guard(auth)], client_max_size=max_body)
     app.on_response_prepare.append(middlewares.security_headers)
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth
-    app[STORAGE] = storage or Storage(config.data_dir)
     app[keys.PAGES] = PageCache()
     app[keys.LISTENERS] = {}
     app[keys.STATUS] = {}
-    app[RUNNERS] = {}
     tdir = templates_dir()
     app[keys.CSS] = (tdir / "static" / "style.css").read_bytes()
     app[keys.JINJA] = render.make_env(tdir)
     render.attach(app, app[keys.JINJA])
-    app.cleanup_ctx.extend([_storage_ctx, _market_ctx, _listeners_ctx])
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    async def market_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[keys.MARKET] = Market(store, limits_from(config))
+        auth.password_hash = await store.admin_password_hash()
+        yield
+
+    async def listeners_ctx(app: web.Application) -> AsyncIterator[None]:
+        market = app[keys.MARKET]
+        for record in await market.stores():
+            await _start_listener(app, record, runners)
+
+        async def on_created(record: dict[str, Any]) -> None:
+            await _start_listener(app, record, runners)
+
+        market.on_store_created.append(on_created)
+        yield
+        market.on_store_created.remove(on_created)
+        await asyncio.gather(*(r.cleanup() for r in runners.values()))
+        runners.clear()
+        app[keys.LISTENERS].clear()
+
+    app.cleanup_ctx.extend([storage_ctx, market_ctx, listeners_ctx])
     admin.add_routes(app)
     api.add_routes(app)
     return app
@@ -144,7 +140,8 @@ def create_app(config: Config, *, storage: Storage | None = None) -> web.Applica
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Run the node until ``stop`` is set."""
-    app = create_app(config)
+    storage = Storage(config.data_dir)
+    app = create_app(config, storage=storage)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -158,7 +155,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         host, port = runner.addresses[0][:2]
         app[keys.AUTH].set_port(config.admin_host, port)
         admin_url = url_for_host(host, port)
-        app[STORAGE].lock.publish({"pid": os.getpid(), "admin_url": admin_url})
+        storage.lock.publish({"pid": os.getpid(), "admin_url": admin_url})
         log.info("admin on %s (loopback only)", admin_url)
         await stop.wait()
     finally:

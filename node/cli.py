@@ -240,48 +240,52 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: a sub-command's parser must not reset a --data-dir given before it.
+class _Parser(argparse.ArgumentParser):
+    """No abbreviations anywhere: "--store" must not be read as "--store-host".
+
+    Sub-command parsers are made with their parent's class, so they inherit this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def _common() -> _Parser:
+    """Options every command takes: --data-dir and one flag per setting.
+
+    Defaults are SUPPRESS so a sub-command never resets a value given before
+    it, and values are checked by the settings table, like the TOML file's.
+    """
+    common = _Parser(add_help=False)
     common.add_argument(
         "--data-dir", default=argparse.SUPPRESS, help="data directory (default ~/.local/share/pasar, or PASAR_DATA_DIR)"
     )
-    parser = argparse.ArgumentParser(
-        prog="pasar", description="Pasar: a peer-to-peer marketplace node.", parents=[common]
-    )
-    parser.add_argument("--version", action="version", version=f"pasar {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    group = common.add_argument_group("settings (override pasar.toml and PASAR_* variables)")
+    for setting in cfg.SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        group.add_argument(
+            flag, dest=setting.name, default=argparse.SUPPRESS, metavar=setting.type.__name__.upper(), help=setting.help
+        )
+    return common
 
-    p = sub.add_parser("init", parents=[common], help="create the data directory, admin password and API token")
-    p.add_argument("--reset-password", action="store_true", help="set a new admin password")
-    p.add_argument("--new-token", action="store_true", help="replace the admin API token")
-    p.set_defaults(func=cmd_init, needs_init=False)
 
-    p = sub.add_parser("run", parents=[common], help="run the node (stores, admin)")
-    p.add_argument("--no-tor", action="store_true", help="serve stores on loopback only, without Tor")
-    p.add_argument("--admin-port", type=int, help="admin listener port (default 8420)")
-    p.add_argument("--store-port-base", type=int, help="first port for new stores")
-    p.add_argument("--log-level", help="debug, info, warning or error")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("config", parents=[common], help="show the effective settings")
-    p.set_defaults(func=cmd_config, needs_init=False)
-
-    store = sub.add_parser("store", parents=[common], help="create and list stores").add_subparsers(
-        dest="store_command", required=True, metavar="ACTION"
-    )
-    p = store.add_parser("create", parents=[common], help="create a store; prints its onion address")
+def _add_store_commands(sub: Any, common: _Parser) -> None:
+    store = sub.add_parser("store", parents=[common], help="create and list stores")
+    actions = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    p = actions.add_parser("create", parents=[common], help="create a store; prints its onion address")
     p.add_argument("name")
     p.add_argument("--description")
     p.set_defaults(func=cmd_store_create)
-    p = store.add_parser("list", parents=[common], help="list stores")
+    p = actions.add_parser("list", parents=[common], help="list stores")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_store_list)
 
-    listing = sub.add_parser("listing", parents=[common], help="add, list, remove and import listings").add_subparsers(
-        dest="listing_command", required=True, metavar="ACTION"
-    )
-    p = listing.add_parser("add", parents=[common], help="add a listing; prints its id")
+
+def _add_listing_commands(sub: Any, common: _Parser) -> None:
+    listing = sub.add_parser("listing", parents=[common], help="add, list, remove and import listings")
+    actions = listing.add_subparsers(dest="listing_command", required=True, metavar="ACTION")
+    p = actions.add_parser("add", parents=[common], help="add a listing; prints its id")
     p.add_argument("--store", required=True, help="onion address, unique prefix or name")
     p.add_argument("--title")
     p.add_argument("--price-sat", dest="price_sat", help="price in satoshis (whole number)")
@@ -294,30 +298,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", help="image file (repeatable)")
     p.add_argument("--json", dest="json_file", help="read the listing from a JSON file (flags override it)")
     p.set_defaults(func=cmd_listing_add)
-    p = listing.add_parser("list", parents=[common], help="list a store's listings")
+    p = actions.add_parser("list", parents=[common], help="list a store's listings")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_listing_list)
-    p = listing.add_parser("remove", parents=[common], help="remove a listing")
+    p = actions.add_parser("remove", parents=[common], help="remove a listing")
     p.add_argument("--store", required=True)
     p.add_argument("id")
     p.set_defaults(func=cmd_listing_remove)
-    p = listing.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
+    p = actions.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
     p.add_argument("--store", required=True)
     p.add_argument("file", metavar="FILE.csv")
     p.add_argument("--batch", type=_positive, default=IMPORT_BATCH, help="listings per atomic write (1-1000)")
     p.set_defaults(func=cmd_listing_import)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="pasar", description="Pasar: a peer-to-peer marketplace node.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"pasar {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create the data directory, admin password and API token")
+    p.add_argument("--reset-password", action="store_true", help="set a new admin password")
+    p.add_argument("--new-token", action="store_true", help="replace the admin API token")
+    p.set_defaults(func=cmd_init, needs_init=False)
+
+    p = sub.add_parser("run", parents=[common], help="run the node (stores, admin)")
+    p.add_argument("--no-tor", action="store_true", help="serve stores on loopback only, without Tor")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", parents=[common], help="show the effective settings")
+    p.set_defaults(func=cmd_config, needs_init=False)
+    _add_store_commands(sub, common)
+    _add_listing_commands(sub, common)
     return parser
-
-
-_FLAG_SETTINGS = ("admin_port", "store_port_base", "log_level")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         data_dir = cfg.resolve_data_dir(getattr(args, "data_dir", None), os.environ)
-        flags = {k: getattr(args, k, None) for k in _FLAG_SETTINGS}
+        flags = {s.name: getattr(args, s.name) for s in cfg.SETTINGS if hasattr(args, s.name)}
         config = cfg.load(data_dir, flags=flags)
         logging.basicConfig(
             level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -17,7 +17,7 @@ import aiohttp
 from .adapters.store import Storage, read_lock_info
 from .app import limits_from, read_token, url_for_host
 from .config import Config
-from .errors import NodeBusy, PasarError, StorageError
+from .errors import NodeBusy, PasarError, StorageError, ValidationError
 from .market.service import Market
 
 
@@ -90,7 +90,11 @@ class RemoteBackend:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise RemoteError(f"cannot talk to the {self.where}: {exc or type(exc).__name__}") from None
         if resp.status >= 400:
-            error = RemoteError(body.get("error", f"HTTP {resp.status}") if isinstance(body, dict) else str(body))
+            if not isinstance(body, dict):
+                raise RemoteError(f"the node answered HTTP {resp.status}")
+            if isinstance(body.get("fields"), dict):  # same error as without a node running
+                raise ValidationError(body["fields"], body.get("error"))
+            error = RemoteError(str(body.get("error", f"HTTP {resp.status}")))
             error.status = resp.status
             raise error
         return body

@@ -54,6 +54,10 @@ def _loopback(value: str) -> str | None:
     return "must be a loopback IP address such as 127.0.0.1 (listeners are never public)"
 
 
+def _ttl(value: int) -> str | None:
+    return None if value >= 3600 else "must be at least 3600 (catalogs are re-signed at half their lifetime)"
+
+
 def _log_level(value: str) -> str | None:
     levels = ("debug", "info", "warning", "error")
     return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
@@ -71,7 +75,7 @@ SETTINGS: tuple[Setting, ...] = (
         _port,
     ),
     Setting("page_size", int, 24, "listings per storefront page", _positive),
-    Setting("catalog_ttl", int, 7 * 86400, "seconds a signed catalog stays valid", _positive),
+    Setting("catalog_ttl", int, 7 * 86400, "seconds a signed catalog stays valid (>= 3600)", _ttl),
     Setting("max_image_bytes", int, 8 * 1024 * 1024, "largest image upload, bytes", _positive),
     Setting("max_image_side", int, 1600, "images are scaled down to this many pixels", _positive),
     Setting("max_images", int, 10, "images per listing", _positive),

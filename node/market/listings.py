@@ -140,6 +140,8 @@ def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
         errors.add("images", "unknown image id: upload images first")
     if out["kind"] == "physical" and not out["shipping"] and "shipping" not in errors:
         errors.add("shipping", "a physical item needs at least one shipping option")
+    if out["expires_at"] is not None and out["expires_at"] <= now and "expires_at" not in errors:
+        errors.add("expires_at", "must be in the future (clear it to keep the listing without an end)")
     if out["max_qty"] is not None and out["min_qty"] and out["max_qty"] < out["min_qty"]:
         errors.add("max_qty", "must not be below min_qty")
     if out["variants"] and out["inventory"] is not None:

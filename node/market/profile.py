@@ -27,6 +27,8 @@ def validate(data: Any, *, partial: dict[str, Any] | None = None) -> dict[str, A
     policies = {
         p: f.text(policies_raw, p, errors, max_len=10_000, multiline=True, field=f"policies.{p}") for p in POLICIES
     }
+    for extra in sorted(set(policies_raw) - set(POLICIES)):
+        errors.add(f"policies.{extra}", f"unknown policy (known: {', '.join(POLICIES)})")
     moderators = []
     for i, m in enumerate(f.items(merged, "moderators", errors, max_items=20)):
         if not isinstance(m, str) or not onion.is_address(m):

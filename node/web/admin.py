@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -115,7 +116,7 @@ async def _uploads(request: web.Request, onion: str, errors: dict[str, str]) -> 
     ids = []
     for field in (await request.post()).getall("images_upload", []):
         if isinstance(field, web.FileField) and field.filename:
-            data = field.file.read()
+            data = await asyncio.to_thread(field.file.read)
             if not data:
                 continue
             try:

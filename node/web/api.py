@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -103,7 +104,7 @@ async def upload_image(request: web.Request) -> web.Response:
         field = (await request.post()).get("image")
         if not isinstance(field, web.FileField):
             raise BadRequest("multipart upload needs a file field named 'image'")
-        data = field.file.read()
+        data = await asyncio.to_thread(field.file.read)
     else:
         data = await request.read()
     return web.json_response(await _market(request).add_image(onion, data), status=201)

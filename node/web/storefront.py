@@ -28,21 +28,33 @@ def _int(value: str | None, default: int = 1) -> int:
     return int(value) if value and _PAGE.fullmatch(value) else default
 
 
-async def _page(request: web.Request, template: str, context: Callable[[Snapshot], dict[str, Any]]) -> web.Response:
-    """Render once per catalog version and path; then serve from memory."""
+async def _page(
+    request: web.Request, template: str, context: Callable[[Snapshot], dict[str, Any]], *, cache: bool = True
+) -> web.Response:
+    """Render once per catalog version and page; then serve from memory.
+
+    The cache key is the path and the page number, and a page is cached only
+    if that page exists, so no query string can push real pages out. Search
+    results (unbounded queries) are rendered each time.
+    """
     app = request.app
     onion = app[keys.STORE]
     snap = await app[keys.MARKET].snapshot(onion)
-    cache = app[keys.PAGES]
-    # Only parameters the pages use form the key: /?junk=1 can't evict real pages.
-    key = f"{request.path}?page={_int(request.query.get('page'))}&q={request.query.get('q', '')[:MAX_QUERY]}"
-    body = cache.get(onion, snap.seq, key)
+    pages, number = app[keys.PAGES], _int(request.query.get("page"))
+    key = f"{request.path}?page={number}"
+    body = pages.get(onion, snap.seq, key) if cache else None
     if body is None:
-        ctx = {"profile": snap.profile, "categories": snap.categories, "unit": snap.profile["display_unit"]}
-        ctx.setdefault("query", "")
+        ctx = {
+            "profile": snap.profile,
+            "categories": snap.categories,
+            "unit": snap.profile["display_unit"],
+            "query": "",
+        }
         ctx.update(context(snap))
         body = render.render(request, template, ctx).encode("utf-8")
-        cache.put(onion, snap.seq, key, body)
+        page = ctx.get("page")
+        if cache and (page is None or page.number == number):
+            pages.put(onion, snap.seq, key, body)
     return web.Response(body=body, content_type="text/html", charset="utf-8")
 
 
@@ -56,9 +68,11 @@ async def search(request: web.Request) -> web.Response:
     size = request.app[keys.CONFIG].page_size
     query = request.query.get("q", "")[:MAX_QUERY]
     number = _int(request.query.get("page"))
-    return await _page(
-        request, "home.html", lambda s: {"page": browse(s, query=query, page=number, size=size), "query": query}
-    )
+
+    def ctx(snap: Snapshot) -> dict[str, Any]:
+        return {"page": browse(snap, query=query, page=number, size=size), "query": query}
+
+    return await _page(request, "home.html", ctx, cache=False)
 
 
 async def category(request: web.Request) -> web.Response:

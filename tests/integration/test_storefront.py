@@ -90,6 +90,11 @@ async def test_every_page_works_without_javascript(shop):
         "/no-such-page",
         "/listing/nope",
         "/c/nope",
+        "/?page=%C2%B2",  # a digit to str.isdigit, not to int()
+        "/?page=99999999999",
+        "/?page=0",
+        "/search?q=" + "x" * 5000 + "&page=-1",
+        "/listing/nope?page=5&q=junk",
     ]
     async with aiohttp.ClientSession() as s:
         for path in paths:

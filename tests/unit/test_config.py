@@ -29,6 +29,7 @@ def test_precedence_file_env_flags(tmp_path):
         ("page_size = true", "must be int"),
         ("page_size = [", "not valid TOML"),
         ("log_level = 'loud'", "must be one of"),
+        ("catalog_ttl = 60", "at least 3600"),
     ],
 )
 def test_bad_file_values_fail_with_one_line(tmp_path, toml, message):

@@ -16,16 +16,37 @@ RULES = {
     "node.config": {"node.adapters", "node.market", "node.web", "node.app", "node.cli", "aiohttp", *BLOCKING},
     "node.fsutil": {"node.adapters", "node.market", "node.web", "node.app", "node.cli", "aiohttp", *BLOCKING},
     "node.adapters": {"node.market", "node.web", "node.app", "node.cli"},
-    "node.market": {"aiohttp", "jinja2", "aiohttp_jinja2", *BLOCKING, "node.web", "node.app", "node.cli"},
+    "node.market": {
+        "aiohttp",
+        "jinja2",
+        "aiohttp_jinja2",
+        *BLOCKING,
+        "node.adapters",
+        "node.web",
+        "node.app",
+        "node.cli",
+    },
     "node.web": {*BLOCKING, "node.app", "node.cli", "node.adapters"},
     "node.app": {"node.cli", *BLOCKING},
 }
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of nodes inside ``if TYPE_CHECKING:`` (annotations, not runtime imports)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip |= {id(n) for child in node.body for n in ast.walk(child)}
+    return skip
+
+
 def imports_of(path: Path, module: str) -> set[str]:
     tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree)
     found = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -59,6 +80,11 @@ def test_module_imports_respect_layers(path, module):
         if any(i == f or i.startswith(f if f.endswith(".") else f + ".") or i == f.rstrip(".") for f in forbidden)
     )
     assert not bad, f"{module} imports {bad}"
+
+
+def test_type_checking_imports_are_not_runtime_imports():
+    found = imports_of(NODE / "market" / "service.py", "node.market.service")
+    assert "node.adapters.store" not in found
 
 
 def test_rules_see_imports():

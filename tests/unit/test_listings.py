@@ -82,6 +82,11 @@ def test_coupons_need_exactly_one_discount():
     assert "coupons" in errors_of(coupons=[{"code": "ABC", "percent": 1}, {"code": "abc", "percent": 2}])
 
 
+def test_expiry_must_be_in_the_future():
+    assert "expires_at" in errors_of(expires_at=NOW)
+    assert valid(expires_at=NOW + 1)["expires_at"] == NOW + 1
+
+
 def test_quantity_limits_and_unknown_fields():
     assert "max_qty" in errors_of(min_qty=5, max_qty=2)
     assert errors_of(colour="red") == {"colour": "unknown field"}
@@ -132,6 +137,8 @@ def test_profile_validation_and_partial_update():
     )
     updated = profile.validate({"policies": {"terms": "Be nice"}, "vacation": "on"}, partial=prof)
     assert updated["policies"] == {**prof["policies"], "terms": "Be nice"} and updated["vacation"] is True
+    with pytest.raises(ValidationError, match="unknown policy"):
+        profile.validate({"name": "x", "policies": {"refunds": "never"}})
     with pytest.raises(ValidationError) as exc:
         profile.validate({"name": "", "moderators": ["nope"], "display_unit": "EUR"})
     assert {"name", "moderators[0]", "display_unit"} <= set(exc.value.fields)

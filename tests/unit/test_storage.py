@@ -87,9 +87,14 @@ async def test_failed_batch_writes_nothing(tmp_path):
 
 
 async def test_unwritable_file_raises_storage_error_and_reloads(tmp_path):
-    st = AtomicJSONStorage(tmp_path / "missing-dir" / "db.json")
-    with pytest.raises(StorageError):
-        st.write({"t": {}})
+    path = tmp_path / "db.json"
+    st = AtomicJSONStorage(path)
+    st.write({"t": {"1": {"a": 1}}})
+    # A directory where the temp file must go: the write fails, even for root.
+    (tmp_path / f".db.json.{os.getpid()}.tmp").mkdir()
+    with pytest.raises(StorageError, match="cannot write"):
+        st.write({"t": {"1": {"a": 2}}})
+    assert st.read() == {"t": {"1": {"a": 1}}}  # memory reloaded from disk, not ahead of it
 
 
 async def test_newer_schema_is_refused(tmp_path):
