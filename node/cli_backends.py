@@ -125,21 +125,20 @@ class RemoteBackend:
 async def open_backend(config: Config) -> AsyncIterator[Backend]:
     storage = Storage(config.data_dir)
     try:
-        await storage.open()
-    except NodeBusy:
-        await storage.close()
-        url = read_lock_info(config.data_dir).get("admin_url")
-        if not url:
-            raise StorageError("a node is starting or stopping on this data directory; try again in a moment") from None
-        headers = {"Authorization": f"Bearer {read_token(config)}"}
-        timeout = aiohttp.ClientTimeout(total=300)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-            yield RemoteBackend(session, url)
-        return
-    except BaseException:
-        await storage.close()
-        raise
-    try:
-        yield LocalBackend(Market(storage, limits_from(config)), config)
+        try:
+            await storage.open()
+        except NodeBusy:
+            node_running = True
+        else:
+            node_running = False
+            yield LocalBackend(Market(storage, limits_from(config)), config)
     finally:
         await storage.close()
+    if not node_running:
+        return
+    url = read_lock_info(config.data_dir).get("admin_url")
+    if not url:
+        raise StorageError("a node is starting or stopping on this data directory; try again in a moment")
+    headers = {"Authorization": f"Bearer {read_token(config)}"}
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=300)) as session:
+        yield RemoteBackend(session, url)

@@ -25,9 +25,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a successful replace; removes a failed write's leftovers
     fsync_dir(path.parent)
 
 
