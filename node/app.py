@@ -19,9 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from .adapters.store import Storage
+from .adapters.tor import OnionSpec, Tor, TorSettings
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, TorError
+from .market import access
 from .market.service import Limits, Market
+from .publish import Publisher
 from .web import admin, api, keys, middlewares, render
 from .web.auth import AdminAuth, make_guard
 from .web.pagecache import PageCache
@@ -66,6 +69,32 @@ def limits_from(config: Config) -> Limits:
     )
 
 
+def tor_settings(config: Config) -> TorSettings:
+    return TorSettings(
+        data_dir=config.data_dir / "tor",
+        control=config.tor_control,
+        socks=config.tor_socks,
+        password=config.tor_password,
+        binary=config.tor_binary,
+        extra_torrc=config.tor_extra_torrc,
+    )
+
+
+def _socket_path(config: Config, onion: str) -> Path | None:
+    """Where the embedded tor reaches a store; None when the path is too long for a unix socket."""
+    path = config.data_dir / "run" / f"{onion[:16]}.sock"
+    return path if len(str(path)) <= 100 else None
+
+
+async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -> None:
+    path = _socket_path(app[keys.CONFIG], onion)
+    if path is None:
+        return
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    await web.UnixSite(runner, str(path)).start()
+    app[keys.TARGETS][onion] = f"unix:{path}"
+
+
 async def _start_listener(app: web.Application, record: dict[str, Any], runners: dict[str, web.AppRunner]) -> None:
     """Serve one store on its own loopback port; a failure marks only that store."""
     config, onion = app[keys.CONFIG], record["onion"]
@@ -85,12 +114,69 @@ async def _start_listener(app: web.Application, record: dict[str, Any], runners:
     runner.app[keys.HOSTS].update(loopback_hosts(bound[1]))
     runners[onion] = runner
     app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
+    app[keys.TARGETS][onion] = f"{bound[0]}:{bound[1]}"
     app[keys.STATUS][onion] = "local"
+    if app[keys.UNIX_TARGETS]:
+        await _start_unix(app, runner, onion)
     log.info("store %s serving on %s", onion, app[keys.LISTENERS][onion])
 
 
-def create_app(config: Config, *, storage: Storage | None = None) -> web.Application:
-    """The admin app; its cleanup contexts own the storage, market and store listeners."""
+async def _onion_spec(app: web.Application, record: dict[str, Any]) -> OnionSpec | str:
+    """What tor should publish for this store, or why it must not be published."""
+    onion, market = record["onion"], app[keys.MARKET]
+    target = app[keys.TARGETS].get(onion)
+    if target is None:
+        return app[keys.STATUS].get(onion, "error: the store's listener is not running")
+    options = market.access_options(record)
+    problem = access.problem(options)
+    if problem:
+        return f"error: {problem}"
+    return OnionSpec(
+        key_blob=(await market.key(onion)).add_onion_blob(),
+        target=target,
+        client_keys=tuple(c["public"] for c in options["clients"]) if options["invite_only"] else (),
+        max_streams=options["max_streams"],
+        pow=options["pow"],
+    )
+
+
+def _tor_ctx(tor: Tor) -> Any:
+    async def tor_ctx(app: web.Application) -> AsyncIterator[None]:
+        publisher = Publisher(tor, status=app[keys.STATUS])
+        app[keys.PUBLISHER] = publisher
+
+        async def update(record: dict[str, Any]) -> None:
+            spec = await _onion_spec(app, record)
+            await publisher.publish(record["onion"], spec if isinstance(spec, OnionSpec) else None)
+            if isinstance(spec, str):
+                app[keys.STATUS][record["onion"]] = spec
+
+        market = app[keys.MARKET]
+        for record in await market.stores():
+            await update(record)
+        try:
+            await publisher.start()
+        except TorError:
+            await tor.close()
+            raise
+        market.on_store_created.append(update)
+        market.on_access_changed.append(update)
+        task = asyncio.create_task(publisher.run(), name="tor-publisher")
+        yield
+        market.on_store_created.remove(update)
+        market.on_access_changed.remove(update)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await tor.close()
+
+    return tor_ctx
+
+
+def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | None = None) -> web.Application:
+    """The admin app; its cleanup contexts own the storage, market, store listeners and tor.
+
+    Without ``tor`` stores are served on loopback only.
+    """
     store = storage or Storage(config.data_dir)
     runners: dict[str, web.AppRunner] = {}
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
@@ -102,6 +188,9 @@ def create_app(config: Config, *, storage: Storage | None = None) -> web.Applica
     app[keys.PAGES] = PageCache()
     app[keys.LISTENERS] = {}
     app[keys.STATUS] = {}
+    app[keys.TARGETS] = {}
+    # The embedded tor runs as this user, so it can reach unix sockets in the data dir.
+    app[keys.UNIX_TARGETS] = tor is not None and tor.settings.embedded
     tdir = templates_dir()
     app[keys.CSS] = (tdir / "static" / "style.css").read_bytes()
     app[keys.JINJA] = render.make_env(tdir)
@@ -131,20 +220,23 @@ def create_app(config: Config, *, storage: Storage | None = None) -> web.Applica
         await asyncio.gather(*(r.cleanup() for r in runners.values()))
         runners.clear()
         app[keys.LISTENERS].clear()
+        app[keys.TARGETS].clear()
 
     app.cleanup_ctx.extend([storage_ctx, market_ctx, listeners_ctx])
+    if tor is not None:
+        app.cleanup_ctx.append(_tor_ctx(tor))
     admin.add_routes(app)
     api.add_routes(app)
     return app
 
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
+async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) -> None:
     """Run the node until ``stop`` is set."""
     storage = Storage(config.data_dir)
-    app = create_app(config, storage=storage)
+    app = create_app(config, storage=storage, tor=Tor(tor_settings(config)) if use_tor else None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
     try:
+        await runner.setup()  # a failure here still runs the cleanup contexts already entered
         try:
             await web.TCPSite(runner, config.admin_host, config.admin_port, reuse_address=True).start()
         except OSError as exc:

@@ -80,15 +80,11 @@ async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
 async def cmd_run(args: argparse.Namespace, config: cfg.Config) -> int:
     from .app import serve
 
-    if not args.no_tor:
-        raise ConfigError(
-            "this version serves stores on loopback only: run `pasar run --no-tor` (Tor publishing comes next)"
-        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    await serve(config, stop, use_tor=not args.no_tor)
     log.info("stopped")
     return 0
 
@@ -229,8 +225,56 @@ async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> in
 
 async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
     for name, default, help_ in cfg.describe():
-        out(f"{name} = {getattr(config, name)!r}    # default {default}: {help_}")
+        value = getattr(config, name)
+        shown = "'(set)'" if name in cfg.SECRET_SETTINGS and value else repr(value)
+        out(f"{name} = {shown}    # default {default}: {help_}")
     return 0
+
+
+# -- private Tor network (tests and demos) -----------------------------------
+def _testnet_root(args: argparse.Namespace, config: cfg.Config) -> Path:
+    return Path(args.root).expanduser().resolve() if args.root else config.data_dir.parent / "pasar-testnet"
+
+
+async def cmd_testnet(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .testnet import TestNet
+
+    root = _testnet_root(args, config)
+    if args.testnet_command == "down":
+        await asyncio.to_thread(TestNet(root).down)
+        out(f"stopped the private Tor network in {root}")
+        return 0
+    if args.testnet_command == "status":
+        up = await asyncio.to_thread(lambda: TestNet(root).is_up())
+        out(f"{root}: {'up' if up else 'down'}")
+        return 0 if up else 3
+    net = TestNet(root, authorities=args.authorities, relays=args.relays)
+    started = time.monotonic()
+    await asyncio.to_thread(net.up)
+    buyer = await asyncio.to_thread(net.start_client, "buyer")
+    out(f"private Tor network up in {time.monotonic() - started:.1f}s ({root}); only 127.0.0.1 is used")
+    out("run a node in it:")
+    out(f"  pasar run --tor-extra-torrc {root / 'member.torrc'}")
+    out(f"a buyer's tor for it: SOCKS 127.0.0.1:{buyer.socks_port}, control 127.0.0.1:{buyer.control_port}")
+    out(f"  curl --socks5-hostname 127.0.0.1:{buyer.socks_port} http://<store>.onion/")
+    out("stop it with: pasar testnet down" + (f" --root {root}" if args.root else ""))
+    return 0
+
+
+def _add_testnet_commands(sub: Any, common: _Parser) -> None:
+    testnet = sub.add_parser("testnet", parents=[common], help="a private Tor network on 127.0.0.1 for demos and tests")
+    actions = testnet.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("up", "start directory authorities, relays and a buyer's tor"),
+        ("down", "stop every tor the network started"),
+        ("status", "say whether the network is up (exit 3 if not)"),
+    ):
+        p = actions.add_parser(name, parents=[common], help=text)
+        p.add_argument("--root", help="where the network lives (default: pasar-testnet beside the data dir)")
+        if name == "up":
+            p.add_argument("--authorities", type=int, default=3, choices=range(1, 6), metavar="1-5")
+            p.add_argument("--relays", type=int, default=3, choices=range(3, 11), metavar="3-10")
+        p.set_defaults(func=cmd_testnet, needs_init=False)
 
 
 # -- argument parsing --------------------------------------------------------
@@ -328,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tor", action="store_true", help="serve stores on loopback only, without Tor")
     p.set_defaults(func=cmd_run)
 
+    _add_testnet_commands(sub, common)
     p = sub.add_parser("config", parents=[common], help="show the effective settings")
     p.set_defaults(func=cmd_config, needs_init=False)
     _add_store_commands(sub, common)

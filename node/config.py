@@ -21,6 +21,8 @@ ENV_PREFIX = "PASAR_"
 # Environment variables that are not settings (read by the CLI directly).
 ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD"}
 CONFIG_FILE = "pasar.toml"
+# Settings whose values are never printed.
+SECRET_SETTINGS = {"tor_password"}
 
 
 def default_data_dir() -> Path:
@@ -58,6 +60,33 @@ def _ttl(value: int) -> str | None:
     return None if value >= 3600 else "must be at least 3600 (catalogs are re-signed at half their lifetime)"
 
 
+def host_port(value: str) -> tuple[str, int] | None:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        return None
+    return host, int(port)
+
+
+def _tor_control(value: str) -> str | None:
+    if value == "" or value.startswith("/"):
+        return None
+    parsed = host_port(value)
+    if parsed and _loopback(parsed[0]) is None:
+        return None
+    return (
+        "must be empty (Pasar starts its own tor), a loopback HOST:PORT such as 127.0.0.1:9051, "
+        "or a control socket path"
+    )
+
+
+def _tor_socks(value: str) -> str | None:
+    parsed = host_port(value) if value else None
+    if value == "" or (parsed and _loopback(parsed[0]) is None):
+        return None
+    return "must be empty (ask tor) or a loopback HOST:PORT such as 127.0.0.1:9050"
+
+
 def _log_level(value: str) -> str | None:
     levels = ("debug", "info", "warning", "error")
     return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
@@ -80,6 +109,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_side", int, 1600, "images are scaled down to this many pixels", _positive),
     Setting("max_images", int, 10, "images per listing", _positive),
     Setting("log_level", str, "info", "debug, info, warning or error", _log_level),
+    Setting(
+        "tor_control",
+        str,
+        "",
+        "a running tor's control port HOST:PORT or socket path; empty = Pasar starts its own tor",
+        _tor_control,
+    ),
+    Setting("tor_socks", str, "", "tor's SocksPort HOST:PORT for outbound connections; empty = ask tor", _tor_socks),
+    Setting("tor_password", str, "", "control port password, if that tor uses HashedControlPassword"),
+    Setting("tor_binary", str, "tor", "the tor program Pasar starts when tor_control is empty"),
+    Setting(
+        "tor_extra_torrc",
+        str,
+        "",
+        "a torrc fragment the embedded tor includes (bridges, or a private test network)",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -97,6 +142,11 @@ class Config:
     max_image_side: int = 1600
     max_images: int = 10
     log_level: str = "info"
+    tor_control: str = ""
+    tor_socks: str = ""
+    tor_password: str = ""
+    tor_binary: str = "tor"
+    tor_extra_torrc: str = ""
 
     @property
     def admin_token_path(self) -> Path:
@@ -127,6 +177,17 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
     return str(value).lower() if setting.name == "log_level" else value
 
 
+def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[tor] control = ...`` (or ``tor.control = ...``) is the setting ``tor_control``."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _from_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -137,7 +198,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     out = {}
-    for key, value in raw.items():
+    for key, value in _flatten(raw).items():
         if key not in _BY_NAME:
             raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(_BY_NAME)})")
         out[key] = _coerce(_BY_NAME[key], value, str(path))

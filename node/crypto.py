@@ -108,3 +108,30 @@ def check_password(password_hash: bytes, password: str) -> bool:
         return bool(nacl.pwhash.verify(password_hash, password.encode("utf-8")))
     except nacl.exceptions.InvalidkeyError:
         return False
+
+
+@dataclass(frozen=True)
+class ClientAuthKey:
+    """An x25519 key pair for Tor v3 client authorization (an invited buyer's key).
+
+    ``public`` goes to tor (``ADD_ONION ... ClientAuthV3=<public>``); ``private``
+    is what the buyer enters in Tor Browser. Both are unpadded upper-case base32.
+    """
+
+    public: str
+    private: str
+
+    @classmethod
+    def generate(cls) -> ClientAuthKey:
+        import nacl.public
+
+        key = nacl.public.PrivateKey.generate()
+        return cls(public=_b32(bytes(key.public_key)), private=_b32(bytes(key)))
+
+    def auth_private_line(self, onion_name: str) -> str:
+        """One line of a client tor's ``<name>.auth_private`` file (ClientOnionAuthDir)."""
+        return f"{onion_name}:descriptor:x25519:{self.private}"
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")

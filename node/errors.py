@@ -92,3 +92,10 @@ class NodeBusy(PasarError):
 
     status = 409
     code = "busy"
+
+
+class TorError(PasarError):
+    """Tor is missing, unreachable or refused a request; the message names the fix."""
+
+    status = 503
+    code = "tor"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tinydb import Query, TinyDB
+from tinydb.table import Document
 
 from ..errors import ConfigError, Conflict, NodeBusy, NotFound, StorageError
 from ..fsutil import atomic_write, fsync_dir, make_private_dir
@@ -224,12 +225,14 @@ class Storage:
         db = self._db(onion)
         meta = _table(db, "meta").get(doc_id=1) or {}
         profile = _table(db, "profile").get(doc_id=1) or {}
+        service = _table(db, "onion_service").get(doc_id=1)
         return {
             "onion": onion,
             "seq": int(meta.get("seq", 0)),
             "port": meta.get("port"),
             "created_at": meta.get("created_at"),
             "profile": copy.deepcopy(dict(profile)),
+            "onion_service": copy.deepcopy(dict(service)) if service else None,
         }
 
     async def create_store(
@@ -302,6 +305,15 @@ class Storage:
                 return self._bump_seq(db)
 
         return await self._call(run)
+
+    async def set_onion_service(self, onion: str, options: dict[str, Any]) -> None:
+        """Replace the store's onion-service options (access keys, limits)."""
+
+        def run() -> None:
+            db = self._db(onion)
+            _table(db, "onion_service").upsert(Document(options, doc_id=1))
+
+        await self._call(run)
 
     # -- listings --------------------------------------------------------
     async def listings(self, onion: str) -> list[dict[str, Any]]:

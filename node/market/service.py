@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import onion as onion_math
 from ..crypto import StoreKey
 from ..errors import Conflict, NotFound, StorageError, ValidationError
-from . import catalog, images
+from . import access, catalog, images
 from . import listings as L
 from . import profile as P
 
@@ -65,6 +65,8 @@ class Market:
         # Decoding images is memory-hungry: one at a time.
         self._image_slot = asyncio.Semaphore(1)
         self.on_store_created: list[Callable[[dict[str, Any]], Any]] = []
+        # Called with the store record after its onion-service options change.
+        self.on_access_changed: list[Callable[[dict[str, Any]], Any]] = []
 
     def now(self) -> int:
         return int(self._clock())
@@ -112,6 +114,46 @@ class Market:
             await self._storage.update_profile(onion, prof)
             self._changed(onion)
         return prof
+
+    # -- onion-service access ----------------------------------------------
+    @staticmethod
+    def access_options(record: dict[str, Any]) -> dict[str, Any]:
+        return {**access.defaults(), **(record.get("onion_service") or {})}
+
+    async def _change_access(self, onion: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        async with self._writing(onion):
+            options = change(self.access_options(await self._storage.get_store(onion)))
+            await self._storage.set_onion_service(onion, options)
+            record = await self._storage.get_store(onion)
+        for callback in self.on_access_changed:
+            await callback(record)
+        return options
+
+    async def set_access(self, onion: str, data: Any) -> dict[str, Any]:
+        """Change invite-only / max_streams / pow; turning invite-only on with no keys makes the first one."""
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            options = access.validate_options(data, current)
+            if options["invite_only"] and not options["clients"]:
+                options, _ = access.add_client(options, {"name": "first invitation"}, now=self.now())
+            return options
+
+        return await self._change_access(onion, change)
+
+    async def add_client(self, onion: str, data: Any) -> dict[str, Any]:
+        """A new client key; the result includes the private key to hand to the invited buyer."""
+        made: list[dict[str, Any]] = []
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            options, client = access.add_client(current, data, now=self.now())
+            made.append(client)
+            return options
+
+        await self._change_access(onion, change)
+        return made[0]
+
+    async def remove_client(self, onion: str, client_id: str) -> None:
+        await self._change_access(onion, lambda current: access.remove_client(current, client_id))
 
     async def key(self, onion: str) -> StoreKey:
         if onion not in self._keys:

@@ -11,7 +11,7 @@ from ..errors import PasarError, Unauthorized, ValidationError
 from ..market.listings import validate as validate_listing
 from ..market.service import Market
 from . import forms, keys
-from .api import store_summary
+from .api import store_summary, tor_state
 from .auth import COOKIE, set_session_cookie
 from .render import page
 
@@ -22,6 +22,9 @@ NOTICES = {
     "listing-saved": "Listing saved.",
     "listing-removed": "Listing removed.",
     "inventory-saved": "Inventory saved.",
+    "access-saved": "Onion service settings saved; the onion is being published again.",
+    "client-added": "Client key added. Give the new key to the invited buyer.",
+    "client-removed": "Client key removed; it no longer opens this store.",
 }
 
 
@@ -37,7 +40,7 @@ def _see(request: web.Request, name: str, query: dict[str, str] | None = None, *
 def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     session = request.get("session")
     notice = NOTICES.get(request.query.get("done", ""), "")
-    base = {"csrf": session.csrf if session else "", "notice": notice}
+    base = {"csrf": session.csrf if session else "", "notice": notice, "tor": tor_state(request)}
     return page(request, f"admin/{template}", {**base, **ctx}, status=status)
 
 
@@ -92,6 +95,7 @@ async def _store_page(
             "store": store_summary(request, record),
             "profile": {**record["profile"], **(typed or {})},
             "listings": await market.listings(onion),
+            "access": market.access_options(record),
             "errors": errors,
         },
         status,
@@ -110,6 +114,34 @@ async def update_profile(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return await _store_page(request, onion, exc.fields, 422, typed)
     raise _see(request, "store", {"done": "profile-saved"}, store=onion)
+
+
+async def update_access(request: web.Request) -> web.Response:
+    market = _market(request)
+    onion = await market.resolve(request.match_info["store"])
+    try:
+        await market.set_access(onion, forms.access_input(await request.post()))
+    except ValidationError as exc:
+        return await _store_page(request, onion, exc.fields, 422)
+    raise _see(request, "store", {"done": "access-saved"}, store=onion)
+
+
+async def add_client(request: web.Request) -> web.Response:
+    market = _market(request)
+    onion = await market.resolve(request.match_info["store"])
+    form = await request.post()
+    try:
+        await market.add_client(onion, {"name": str(form.get("client_name", ""))})
+    except ValidationError as exc:
+        return await _store_page(request, onion, {f"client_{k}": v for k, v in exc.fields.items()}, 422)
+    raise _see(request, "store", {"done": "client-added"}, store=onion)
+
+
+async def remove_client(request: web.Request) -> web.Response:
+    market = _market(request)
+    onion = await market.resolve(request.match_info["store"])
+    await market.remove_client(onion, request.match_info["client"])
+    raise _see(request, "store", {"done": "client-removed"}, store=onion)
 
 
 async def _uploads(request: web.Request, onion: str, errors: dict[str, str]) -> list[str]:
@@ -213,6 +245,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/stores", create_store, name="store-create")
     r.add_get(s, store, name="store")
     r.add_post(f"{s}/profile", update_profile, name="store-profile")
+    r.add_post(f"{s}/access", update_access, name="store-access")
+    r.add_post(f"{s}/clients", add_client, name="client-add")
+    r.add_post(f"{s}/clients/{{client}}/delete", remove_client, name="client-remove")
     r.add_get(f"{s}/listings/new", new_listing, name="listing-new")
     r.add_post(f"{s}/listings", create_listing, name="listing-create")
     r.add_get(f"{s}/listings/{{id}}", edit_listing, name="listing-edit")

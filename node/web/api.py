@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest
+from ..market import access
 from ..market.service import Market
 from . import keys
 
@@ -39,7 +40,28 @@ def store_summary(request: web.Request, record: dict[str, Any]) -> dict[str, Any
         "seq": record["seq"],
         "local_url": request.app[keys.LISTENERS].get(onion),
         "status": request.app[keys.STATUS].get(onion, "stopped"),
+        "invite_only": Market.access_options(record)["invite_only"],
     }
+
+
+def _detail(request: web.Request, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **store_summary(request, record),
+        "profile": record["profile"],
+        "onion_service": access.public_view(Market.access_options(record)),
+    }
+
+
+def tor_state(request: web.Request) -> dict[str, Any]:
+    """The node's tor connection, for the API and the admin page."""
+    publisher = request.app.get(keys.PUBLISHER)
+    if publisher is None:
+        return {"mode": "off", "state": "stores are served on loopback only (pasar run --no-tor)"}
+    return publisher.state.as_json()
+
+
+async def get_tor(request: web.Request) -> web.Response:
+    return web.json_response(tor_state(request))
 
 
 async def list_stores(request: web.Request) -> web.Response:
@@ -49,17 +71,36 @@ async def list_stores(request: web.Request) -> web.Response:
 
 async def create_store(request: web.Request) -> web.Response:
     record = await _market(request).create_store(await read_json(request))
-    return web.json_response({**store_summary(request, record), "profile": record["profile"]}, status=201)
+    return web.json_response(_detail(request, record), status=201)
 
 
 async def get_store(request: web.Request) -> web.Response:
     record = await _market(request).store(request.match_info["store"])
-    return web.json_response({**store_summary(request, record), "profile": record["profile"]})
+    return web.json_response(_detail(request, record))
 
 
 async def update_store(request: web.Request) -> web.Response:
     profile = await _market(request).update_profile(await _store(request), await read_json(request))
     return web.json_response(profile)
+
+
+async def update_access(request: web.Request) -> web.Response:
+    """``{"invite_only": bool, "max_streams": int, "pow": bool}``, any subset; republishes the onion."""
+    options = await _market(request).set_access(await _store(request), await read_json(request))
+    return web.json_response(access.public_view(options))
+
+
+async def add_client(request: web.Request) -> web.Response:
+    """A new client key ``{"name": ...}``; the reply carries the private key for the invited buyer."""
+    onion = await _store(request)
+    client = await _market(request).add_client(onion, await read_json(request))
+    auth_line = f"{onion}:descriptor:x25519:{client['private']}"
+    return web.json_response({**client, "auth_private": auth_line}, status=201)
+
+
+async def remove_client(request: web.Request) -> web.Response:
+    await _market(request).remove_client(await _store(request), request.match_info["client"])
+    return web.Response(status=204)
 
 
 async def list_listings(request: web.Request) -> web.Response:
@@ -121,6 +162,10 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/stores", create_store)
     r.add_get(s, get_store, name="api-store")
     r.add_patch(s, update_store)
+    r.add_get(f"{PREFIX}/tor", get_tor, name="api-tor")
+    r.add_patch(f"{s}/access", update_access, name="api-access")
+    r.add_post(f"{s}/clients", add_client, name="api-clients")
+    r.add_delete(f"{s}/clients/{{client}}", remove_client)
     r.add_get(f"{s}/listings", list_listings, name="api-listings")
     r.add_post(f"{s}/listings", add_listings)
     r.add_get(item, get_listing, name="api-listing")

@@ -153,3 +153,11 @@ def form_values(form: Mapping[str, Any], images: list[str]) -> dict[str, Any]:
     values["active"] = "active" in form
     values["images"] = images
     return values
+
+
+def access_input(form: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "invite_only": "invite_only" in form,
+        "max_streams": _str(form, "max_streams") or 0,
+        "pow": "pow" in form,
+    }

@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from ..config import Config
     from ..market.service import Market
+    from ..publish import Publisher
     from .auth import AdminAuth
     from .pagecache import PageCache
 
@@ -24,5 +25,10 @@ CSS: web.AppKey[bytes] = web.AppKey("css")
 HOSTS: web.AppKey[set[str]] = web.AppKey("allowed_hosts")
 # onion -> "http://127.0.0.1:PORT" (or "unix:/path") of the store's running listener.
 LISTENERS: web.AppKey[dict[str, str]] = web.AppKey("listeners")
-# onion -> "starting" | "published" | "error: ..." (Tor status arrives with the Tor issue).
+# onion -> "local" (no tor) | "starting" | "published" | "error: ...".
 STATUS: web.AppKey[dict[str, str]] = web.AppKey("store_status")
+# onion -> where tor sends the onion's port 80: "unix:/path" or "127.0.0.1:PORT".
+TARGETS: web.AppKey[dict[str, str]] = web.AppKey("onion_targets")
+UNIX_TARGETS: web.AppKey[bool] = web.AppKey("unix_targets")
+# Present only when the node runs with tor.
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")

@@ -13,10 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from node.testnet import TestNet
 
 PASSWORD = "correct horse battery"
 START_TIMEOUT = 20.0
@@ -58,6 +61,7 @@ class Node:
     proc: subprocess.Popen[str] | None = None
     _log: object = None
     log: list[str] = field(default_factory=list)
+    run_args: list[str] = field(default_factory=lambda: ["--no-tor"])
 
     @property
     def admin_url(self) -> str:
@@ -74,7 +78,7 @@ class Node:
     def start(self) -> None:
         self._log = open(self.data_dir / "node.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "run", "--no-tor", "--admin-port", str(self.admin_port)],
+            [sys.executable, "-m", "node", "run", *self.run_args, "--admin-port", str(self.admin_port)],
             env=cli_env(self.data_dir, PASAR_STORE_PORT_BASE="0"),
             stdout=subprocess.DEVNULL,
             stderr=self._log,
@@ -152,3 +156,14 @@ def running_node(node_factory):
     node = node_factory()
     node.start()
     return node
+
+
+@pytest.fixture(scope="session")
+def tornet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNet]:
+    """One private Tor network on 127.0.0.1 for the whole session (node/testnet.py)."""
+    network = TestNet(tmp_path_factory.mktemp("tornet"))
+    try:
+        network.up()
+        yield network
+    finally:
+        network.down()

@@ -199,3 +199,49 @@ async def test_profile_form_errors_and_save(browser):
     async with browser.post(f"/stores/{onion}/profile", data=good) as r:
         html = await r.text()
         assert r.status == 200 and "Renamed" in html and "Send it back" in html
+
+
+async def test_invite_only_and_client_keys_through_forms(browser):
+    csrf = await login(browser)
+    async with browser.post("/stores", data={"name": "Club", "csrf": csrf}) as r:
+        onion = str(r.url.path).rsplit("/", 1)[1]
+        assert "Tor: off" in await r.text()
+    async with browser.post(f"/stores/{onion}/access", data={"csrf": csrf, "max_streams": "lots"}) as r:
+        assert r.status == 422 and "whole number" in await r.text()
+    data = {"csrf": csrf, "invite_only": "on", "max_streams": "25"}
+    async with browser.post(f"/stores/{onion}/access", data=data) as r:
+        html = await r.text()
+        check_html(html, r.url, allow_loopback=True)
+        assert "invite-only" in html and "first invitation" in html and 'value="25"' in html
+    async with browser.post(f"/stores/{onion}/clients", data={"csrf": csrf, "client_name": "alice"}) as r:
+        html = await r.text()
+        assert "Client key added" in html and "alice" in html
+        keys = re.findall(rf"{onion}:descriptor:x25519:([A-Z2-7]{{52}})", html)
+        assert len(keys) == 2
+    async with browser.post(f"/stores/{onion}/clients", data={"csrf": csrf, "client_name": "Alice"}) as r:
+        assert r.status == 422 and "another client key has this name" in await r.text()
+    client_id = re.findall(rf"/stores/{onion}/clients/([0-9a-f]+)/delete", html)[1]
+    async with browser.post(f"/stores/{onion}/clients/{client_id}/delete", data={"csrf": csrf}) as r:
+        html = await r.text()
+        assert "Client key removed" in html and "alice" not in html
+
+
+async def test_access_api(running_node):
+    async with aiohttp.ClientSession(running_node.admin_url, headers=running_node.auth) as s:
+        async with s.post("/api/v1/stores", json={"name": "S"}) as r:
+            onion = (await r.json())["onion"]
+        async with s.get("/api/v1/tor") as r:
+            assert (await r.json())["mode"] == "off"
+        async with s.patch(f"/api/v1/stores/{onion}/access", json={"max_streams": 2000}) as r:
+            assert r.status == 422 and "max_streams" in (await r.json())["fields"]
+        async with s.post(f"/api/v1/stores/{onion}/clients", json={"name": "bob"}) as r:
+            client = await r.json()
+            assert r.status == 201 and client["auth_private"].endswith(client["private"])
+        async with s.get(f"/api/v1/stores/{onion}") as r:
+            detail = await r.json()
+            assert detail["onion_service"]["clients"][0]["name"] == "bob"
+            assert "private" not in detail["onion_service"]["clients"][0] and detail["invite_only"] is False
+        async with s.delete(f"/api/v1/stores/{onion}/clients/{client['id']}") as r:
+            assert r.status == 204
+        async with s.delete(f"/api/v1/stores/{onion}/clients/{client['id']}") as r:
+            assert r.status == 404

@@ -5,7 +5,7 @@ import stat
 
 from node import onion
 
-from .conftest import make_node, pasar
+from .conftest import free_port, make_node, pasar
 
 
 def test_help_lists_every_command(tmp_path):
@@ -124,10 +124,20 @@ def test_uninitialised_data_dir_says_run_init(tmp_path):
     assert proc.returncode == 1 and "pasar init" in proc.stderr
 
 
-def test_run_without_tor_flag_explains(tmp_path):
+def test_run_without_the_tor_program_says_how_to_install_it(tmp_path):
     node = make_node(tmp_path)
-    proc = node.cli("run", check=False)
-    assert proc.returncode == 1 and "--no-tor" in proc.stderr
+    proc = node.cli("run", "--tor-binary", str(tmp_path / "no-such-tor"), check=False)
+    assert proc.returncode == 1
+    assert "was not found" in proc.stderr and "apt install tor" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_against_a_closed_control_port_names_the_setting(tmp_path):
+    node = make_node(tmp_path)
+    port = free_port()
+    proc = node.cli("run", "--tor-control", f"127.0.0.1:{port}", check=False)
+    assert proc.returncode == 1
+    assert f"ControlPort 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_init_changes_nothing_while_a_node_runs(running_node):
@@ -151,3 +161,11 @@ def test_commands_go_through_the_running_node(running_node):
         "listing", "add", "--store", address, "--title", "", "--price-sat", "5", "--kind", "digital", check=False
     )
     assert proc.returncode == 1 and "title" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_testnet_status_and_down_on_an_empty_root(tmp_path):
+    root = tmp_path / "net"
+    proc = pasar(tmp_path / "d", "testnet", "status", "--root", str(root), check=False)
+    assert proc.returncode == 3 and "down" in proc.stdout
+    proc = pasar(tmp_path / "d", "testnet", "down", "--root", str(root))
+    assert "stopped" in proc.stdout

@@ -51,3 +51,33 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
     assert config.resolve_data_dir(None, {"PASAR_DATA_DIR": str(tmp_path)}) == tmp_path
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert config.resolve_data_dir(None, {}) == tmp_path / "pasar"
+
+
+def test_tor_settings_from_a_table_or_dotted_keys(tmp_path):
+    (tmp_path / "pasar.toml").write_text('[tor]\ncontrol = "127.0.0.1:9051"\nsocks = "127.0.0.1:9050"\n')
+    c = config.load(tmp_path, env={})
+    assert (c.tor_control, c.tor_socks) == ("127.0.0.1:9051", "127.0.0.1:9050")
+    (tmp_path / "pasar.toml").write_text('tor.control = "/run/tor/control"\n')
+    assert config.load(tmp_path, env={}).tor_control == "/run/tor/control"
+    assert config.load(tmp_path, env={"PASAR_TOR_CONTROL": "[::1]:9051"}).tor_control == "[::1]:9051"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"tor_control": "192.168.1.5:9051"}, "loopback HOST:PORT"),
+        ({"tor_control": "9051"}, "loopback HOST:PORT"),
+        ({"tor_control": "127.0.0.1:99999"}, "loopback HOST:PORT"),
+        ({"tor_socks": "10.0.0.1:9050"}, "loopback HOST:PORT"),
+        ({"tor_socks": "/run/tor/socks"}, "loopback HOST:PORT"),
+    ],
+)
+def test_tor_endpoints_must_be_local(tmp_path, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(tmp_path, env={}, flags=flags)
+
+
+def test_unknown_key_in_a_table_is_named(tmp_path):
+    (tmp_path / "pasar.toml").write_text('[tor]\ncontrl = "127.0.0.1:9051"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'tor_contrl'"):
+        config.load(tmp_path, env={})

@@ -26,6 +26,7 @@ RULES = {
         "node.app",
         "node.cli",
     },
+    "node.publish": {"aiohttp", "jinja2", *BLOCKING, "node.adapters", "node.web", "node.app", "node.cli"},
     "node.web": {*BLOCKING, "node.app", "node.cli", "node.adapters"},
     "node.app": {"node.cli", *BLOCKING},
 }

@@ -1,0 +1,189 @@
+"""End to end over a private Tor network on 127.0.0.1 (node/testnet.py).
+
+Node A runs its own (embedded) tor that joins the private network and hosts
+two stores; node B attaches to a tor the harness started (the "system tor"
+path) and hosts one. A buyer's tor fetches every storefront and signed
+catalog by its real ``.onion`` address, through ``node.adapters.net``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import stem.control
+
+from node import envelope
+from node.adapters.net import UNREACHABLE, TorHttp
+from node.market.catalog import CATALOG_TYPE
+from node.testnet import ClientTor, TestNet
+
+from .conftest import Node, make_node
+
+PUBLISH_TIMEOUT = 90.0
+FETCH_ATTEMPTS = 12
+pytestmark = pytest.mark.slow
+
+
+def api(node: Node, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(node.admin_url + path, data=data, method=method, headers=node.auth)
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def wait_published(node: Node, onions: list[str], timeout: float = PUBLISH_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    status: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = {s["onion"]: s["status"] for s in api(node, "GET", "/api/v1/stores")}
+        if all(status.get(o) == "published" for o in onions):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"not published within {timeout}s: {status}\n{node.read_log()}")
+
+
+def wait_reconnected(node: Node, before: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while api(node, "GET", "/api/v1/tor")["reconnects"] <= before:
+        assert time.monotonic() < deadline, f"node never noticed tor going away\n{node.read_log()}"
+        time.sleep(0.1)
+
+
+async def fetch(http: TorHttp, url: str, *, attempts: int = FETCH_ATTEMPTS) -> tuple[int, bytes]:
+    """GET through tor; retries while a fresh descriptor is still spreading (bounded)."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            async with http.session(url).get(url, allow_redirects=False) as resp:
+                return resp.status, await resp.read()
+        except UNREACHABLE as exc:
+            last = exc
+            await http.forget(url)  # new circuits: a dead rendezvous circuit would stall this store
+            await asyncio.sleep(1)
+    raise AssertionError(f"{url} unreachable after {attempts} attempts: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def buyer(tornet: TestNet) -> Iterator[ClientTor]:
+    client = tornet.start_client("buyer")
+    yield client
+    tornet.stop_client(client)
+
+
+@pytest.fixture(scope="module")
+def merchants(tornet: TestNet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("merchants")
+    a, b = make_node(base / "a"), make_node(base / "b")
+    a.run_args = ["--tor-extra-torrc", str(tornet.root / "member.torrc")]
+    b_tor = tornet.start_client("merchant-b")
+    b.run_args = ["--tor-control", f"127.0.0.1:{b_tor.control_port}"]
+
+    def create(node: Node, name: str) -> str:
+        return node.cli("store", "create", name, PASAR_STORE_PORT_BASE="0").stdout.strip().removesuffix(".onion")
+
+    stores = {"a1": create(a, "Alpha Books"), "a2": create(a, "Alpha Tea"), "b1": create(b, "Beta Tools")}
+    a.cli(
+        "listing",
+        "add",
+        "--store",
+        stores["a1"],
+        "--title",
+        "A field guide",
+        "--price-sat",
+        "25000",
+        "--kind",
+        "digital",
+    )
+    started = time.monotonic()
+    a.start()
+    b.start()
+    try:
+        wait_published(a, [stores["a1"], stores["a2"]])
+        wait_published(b, [stores["b1"]])
+        yield {"a": a, "b": b, "b_tor": b_tor, "stores": stores, "published_after": time.monotonic() - started}
+    finally:
+        a.stop()
+        b.stop()
+        tornet.stop_client(b_tor)
+
+
+@pytest.fixture
+async def http(buyer: ClientTor) -> Any:
+    client = TorHttp(("127.0.0.1", buyer.socks_port), timeout=aiohttp.ClientTimeout(total=20, sock_connect=15))
+    yield client
+    await client.close()
+
+
+async def test_every_store_is_reachable_by_its_onion_and_its_catalog_verifies(merchants, http):
+    for name, onion in merchants["stores"].items():
+        status, body = await fetch(http, f"http://{onion}.onion/")
+        assert status == 200 and b"<script" not in body, name
+        status, body = await fetch(http, f"http://{onion}.onion/.well-known/pasar/catalog.json")
+        assert status == 200
+        env = envelope.open_(envelope.loads(body), now=int(time.time()), expected_type=CATALOG_TYPE)
+        assert env["store"] == onion
+    status, body = await fetch(http, f"http://{merchants['stores']['a1']}.onion/")
+    assert b"A field guide" in body
+
+
+async def test_the_admin_is_not_reachable_through_any_onion(merchants, http):
+    for onion in merchants["stores"].values():
+        for path in ("/login", "/api/v1/stores", "/stores", "/api/v1/tor", "/logout"):
+            status, body = await fetch(http, f"http://{onion}.onion{path}")
+            assert status == 404, (path, status)
+            assert b"password" not in body.lower() and b"csrf" not in body.lower()
+
+
+async def test_the_onion_comes_back_after_its_tor_restarts(merchants, http, tornet):
+    b, onion = merchants["b"], merchants["stores"]["b1"]
+    before = api(b, "GET", "/api/v1/tor")
+    assert before["mode"] == "system" and before["state"] == "connected"
+    merchants["b_tor"] = tornet.restart_client(merchants["b_tor"])
+    wait_reconnected(b, before["reconnects"])
+    wait_published(b, [onion])
+    assert (await fetch(http, f"http://{onion}.onion/"))[0] == 200
+
+    a, a_onion = merchants["a"], merchants["stores"]["a2"]
+    before = api(a, "GET", "/api/v1/tor")
+    assert before["mode"] == "embedded"
+    tor_pid = int((a.data_dir / "tor" / "tor.pid").read_text())
+    os.kill(tor_pid, signal.SIGKILL)  # the node's own tor: the node starts a new one
+    wait_reconnected(a, before["reconnects"])
+    wait_published(a, [a_onion])
+    assert int((a.data_dir / "tor" / "tor.pid").read_text()) != tor_pid
+    assert (await fetch(http, f"http://{a_onion}.onion/"))[0] == 200
+
+
+async def test_an_invite_only_store_needs_its_client_key(merchants, http, buyer):
+    b, onion = merchants["b"], merchants["stores"]["b1"]
+    options = api(b, "PATCH", f"/api/v1/stores/{onion}/access", {"invite_only": True})
+    assert options["invite_only"] and len(options["clients"]) == 1  # a first key is made
+    client = api(b, "POST", f"/api/v1/stores/{onion}/clients", {"name": "alice"})
+    assert client["auth_private"] == f"{onion}:descriptor:x25519:{client['private']}"
+    wait_published(b, [onion])
+    with pytest.raises(AssertionError, match="unreachable"):
+        await fetch(http, f"http://{onion}.onion/", attempts=3)
+    with stem.control.Controller.from_port("127.0.0.1", buyer.control_port) as controller:
+        controller.authenticate()
+        reply = controller.msg(f"ONION_CLIENT_AUTH_ADD {onion} x25519:{_b64_private(client['private'])}")
+        assert reply.content()[0][0] in ("250", "251", "252"), str(reply)  # 252: decrypted the cached descriptor
+    assert (await fetch(http, f"http://{onion}.onion/"))[0] == 200
+    api(b, "PATCH", f"/api/v1/stores/{onion}/access", {"invite_only": False})
+
+
+def _b64_private(b32: str) -> str:
+    import base64
+
+    raw = base64.b32decode(b32 + "=" * (-len(b32) % 8))
+    return base64.b64encode(raw).decode()

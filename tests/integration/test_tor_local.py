@@ -1,0 +1,215 @@
+"""The tor adapter and publisher against a real tor with ``DisableNetwork 1``.
+
+A tor that may not use the network still answers ADD_ONION, so these tests
+check our key blobs, command syntax, error messages and reconnect logic
+against tor itself without any network at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from node.adapters.tor import OnionSpec, Tor, TorSettings, embedded_torrc, find_binary
+from node.crypto import ClientAuthKey, StoreKey
+from node.errors import TorError
+from node.publish import Publisher
+
+from .conftest import free_port
+
+
+def offline_settings(tmp_path: Path) -> TorSettings:
+    extra = tmp_path / "offline.torrc"
+    extra.write_text("DisableNetwork 1\n")
+    return TorSettings(data_dir=tmp_path / "tor", socks=f"127.0.0.1:{free_port()}", extra_torrc=str(extra))
+
+
+def _ignore(*args: object) -> None:
+    pass
+
+
+async def start(tor: Tor) -> None:
+    await tor.start(on_lost=_ignore, on_descriptor=_ignore, on_bootstrap=_ignore)
+
+
+async def test_tor_computes_the_same_address_from_our_key(tmp_path):
+    tor = Tor(offline_settings(tmp_path))
+    await start(tor)
+    try:
+        keys = [StoreKey.generate() for _ in range(5)]
+        for key in keys:
+            assert await tor.add_onion(OnionSpec(key.add_onion_blob(), f"unix:{tmp_path}/s.sock")) == key.onion
+        assert sorted(await tor.onions()) == sorted(k.onion for k in keys)
+    finally:
+        await tor.close()
+
+
+async def test_every_option_is_accepted_by_tor(tmp_path):
+    tor = Tor(offline_settings(tmp_path))
+    await start(tor)
+    try:
+        key = StoreKey.generate()
+        clients = tuple(ClientAuthKey.generate().public for _ in range(3))
+        spec = OnionSpec(key.add_onion_blob(), "127.0.0.1:8421", client_keys=clients, max_streams=20, pow=True)
+        assert await tor.add_onion(spec) == key.onion
+        with pytest.raises(TorError, match="already publishes this onion"):
+            await tor.add_onion(spec)
+        await tor.remove_onion(key.onion)
+        assert await tor.add_onion(spec) == key.onion  # a changed client list re-publishes like this
+    finally:
+        await tor.close()
+
+
+def test_command_syntax():
+    spec = OnionSpec("BLOB", "unix:/x.sock", client_keys=("A", "B"), max_streams=5, pow=True)
+    assert spec.command() == (
+        "ADD_ONION ED25519-V3:BLOB Flags=DiscardPK,MaxStreamsCloseCircuit,V3Auth MaxStreams=5 "
+        "PoWDefensesEnabled=1 Port=80,unix:/x.sock ClientAuthV3=A ClientAuthV3=B"
+    )
+    assert OnionSpec("BLOB", "127.0.0.1:1").command() == "ADD_ONION ED25519-V3:BLOB Flags=DiscardPK Port=80,127.0.0.1:1"
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_publisher_republishes_after_tor_dies(tmp_path):
+    settings = offline_settings(tmp_path)
+    tor = Tor(settings)
+    status: dict[str, str] = {}
+    publisher = Publisher(tor, status=status, backoff=(0.2,))
+    keys = [StoreKey.generate() for _ in range(2)]
+    for key in keys:
+        await publisher.publish(key.onion, OnionSpec(key.add_onion_blob(), f"unix:{tmp_path}/{key.onion[:8]}.sock"))
+    await publisher.start()
+    task = asyncio.create_task(publisher.run())
+    try:
+        assert sorted(await tor.onions()) == sorted(k.onion for k in keys)
+        assert set(status.values()) == {"starting"}  # no network: no descriptor upload
+        first_pid = int((settings.data_dir / "tor.pid").read_text())
+        os.kill(first_pid, signal.SIGKILL)
+        await wait_for(lambda: publisher.state.reconnects >= 1 and publisher.state.state == "connected")
+        assert int((settings.data_dir / "tor.pid").read_text()) != first_pid
+        assert sorted(await tor.onions()) == sorted(k.onion for k in keys)
+        assert set(status.values()) == {"starting"}
+        await publisher.publish(keys[0].onion, None)
+        assert await tor.onions() == [keys[1].onion] and keys[0].onion not in status
+        second_pid = int((settings.data_dir / "tor.pid").read_text())
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await tor.close()
+    assert not Path(f"/proc/{second_pid}").exists()  # stopped and reaped
+
+
+async def test_a_broken_extra_torrc_is_reported(tmp_path):
+    extra = tmp_path / "bad.torrc"
+    extra.write_text("NoSuchTorOption 1\n")
+    tor = Tor(TorSettings(data_dir=tmp_path / "tor", extra_torrc=str(extra)))
+    with pytest.raises(TorError, match="NoSuchTorOption"):
+        await start(tor)
+    await tor.close()
+
+
+def test_embedded_torrc_stays_on_loopback(tmp_path):
+    text = embedded_torrc(TorSettings(data_dir=tmp_path))
+    assert "ControlPort 127.0.0.1:auto" in text and "SocksPort 127.0.0.1:auto" in text
+    assert "CookieAuthentication 1" in text and "%include" not in text
+
+
+# -- attaching to a system tor -------------------------------------------------
+def _scratch_tor(tmp_path: Path, auth_lines: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    data = tmp_path / "scratch"
+    data.mkdir(mode=0o700)
+    port = free_port()
+    torrc = tmp_path / "scratch.torrc"
+    torrc.write_text(
+        "\n".join([f"DataDirectory {data}", "DisableNetwork 1", "SocksPort 0", f"ControlPort 127.0.0.1:{port}"])
+        + "\n"
+        + "\n".join(auth_lines)
+        + "\n"
+    )
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    proc = subprocess.Popen(
+        [find_binary("tor"), "-f", str(torrc), "--defaults-torrc", str(empty)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while b"Opened Control listener" not in _log(data) and time.monotonic() < deadline:
+        assert proc.poll() is None, "scratch tor exited"
+        time.sleep(0.05)
+    return proc, port
+
+
+def _log(data: Path) -> bytes:
+    path = data / "notice.log"
+    return path.read_bytes() if path.exists() else b""
+
+
+@pytest.fixture
+def password_tor(tmp_path):
+    hashed = subprocess.run(
+        [find_binary("tor"), "--quiet", "--hash-password", "open sesame"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    proc, port = _scratch_tor(
+        tmp_path, [f"HashedControlPassword {hashed}", f"Log notice file {tmp_path}/scratch/notice.log"]
+    )
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [("", "wants a password: set tor_password"), ("wrong", "rejected tor_password"), ("open sesame", None)],
+)
+async def test_system_tor_password(tmp_path, password_tor, password, message):
+    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{password_tor}", password=password))
+    try:
+        if message:
+            with pytest.raises(TorError, match=message):
+                await start(tor)
+        else:
+            await start(tor)
+            assert tor.version.startswith("0.4.")
+    finally:
+        await tor.close()
+
+
+async def test_a_control_port_without_authentication_is_refused(tmp_path):
+    proc, port = _scratch_tor(tmp_path, [f"Log notice file {tmp_path}/scratch/notice.log"])
+    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+    try:
+        with pytest.raises(TorError, match="CookieAuthentication 1"):
+            await start(tor)
+    finally:
+        await tor.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_a_port_that_is_not_a_control_port(tmp_path):
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+    try:
+        with pytest.raises(TorError, match="is this tor's ControlPort"):
+            await start(tor)
+    finally:
+        await tor.close()
+        server.close()
+        await server.wait_closed()

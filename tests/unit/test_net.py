@@ -1,0 +1,109 @@
+"""Outbound sessions: tor resolves names, each destination store gets its own SOCKS credentials.
+
+A minimal SOCKS5 server on 127.0.0.1 records what the client sends, then
+answers the HTTP request itself, so nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from node.adapters.net import TorHttp, onion_of
+from node.crypto import StoreKey
+from node.errors import BadRequest
+
+
+class SocksRecorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int, str]] = []  # username, password, address type, host
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, n = await reader.readexactly(2)
+        methods = await reader.readexactly(n)
+        assert 2 in methods  # username/password offered
+        writer.write(b"\x05\x02")
+        _, ulen = await reader.readexactly(2)
+        user = (await reader.readexactly(ulen)).decode()
+        (plen,) = await reader.readexactly(1)
+        password = (await reader.readexactly(plen)).decode()
+        writer.write(b"\x01\x00")
+        _, _, _, atyp = await reader.readexactly(4)
+        if atyp == 3:
+            (hlen,) = await reader.readexactly(1)
+            host = (await reader.readexactly(hlen)).decode()
+        else:
+            host = (await reader.readexactly(4 if atyp == 1 else 16)).hex()
+        await reader.readexactly(2)
+        self.seen.append((user, password, atyp, host))
+        writer.write(b"\x05\x00\x00\x01" + bytes(4) + struct.pack(">H", 0))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def socks():
+    recorder = SocksRecorder()
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    recorder.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    yield recorder
+    server.close()
+    await server.wait_closed()
+
+
+async def test_names_go_to_tor_unresolved_and_each_store_is_isolated(socks):
+    http = TorHttp(("127.0.0.1", socks.port))
+    a, b = StoreKey.generate().onion, StoreKey.generate().onion
+    try:
+        for onion in (a, b, a):
+            url = f"http://{onion}.onion/.well-known/pasar/catalog.json"
+            async with http.session(url).get(url) as resp:
+                assert await resp.text() == "ok"
+    finally:
+        await http.close()
+    assert [s[2] for s in socks.seen] == [3, 3, 3]  # domain names, never resolved locally
+    assert [s[3] for s in socks.seen] == [f"{a}.onion", f"{b}.onion", f"{a}.onion"]
+    creds = [(s[0], s[1]) for s in socks.seen]
+    assert creds[0] == creds[2] and creds[0] != creds[1]
+
+
+async def test_forgetting_a_store_moves_it_to_new_circuits():
+    http = TorHttp(("127.0.0.1", 9))
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    try:
+        session, before = http.session(url), http.isolation(onion_of(url))
+        await http.forget(url)
+        assert session.closed and http.isolation(onion_of(url)) != before
+        assert http.session(url) is not session
+    finally:
+        await http.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/",
+        "https://" + "a" * 56 + ".onion/",
+        "http://127.0.0.1:8080/",
+        "http://abc.onion/",
+        "ftp://x",
+    ],
+)
+def test_only_onion_urls_are_accepted(url):
+    with pytest.raises(BadRequest):
+        onion_of(url)
+
+
+async def test_sessions_are_bounded():
+    http = TorHttp(("127.0.0.1", 9), max_sessions=2)
+    try:
+        sessions = [http.session(f"http://{StoreKey.generate().onion}.onion/") for _ in range(4)]
+        await asyncio.sleep(0)
+        assert len(http._sessions) == 2
+        assert sessions[0].closed and not sessions[3].closed
+    finally:
+        await http.close()
