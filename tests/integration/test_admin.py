@@ -205,7 +205,7 @@ async def test_invite_only_and_client_keys_through_forms(browser):
     csrf = await login(browser)
     async with browser.post("/stores", data={"name": "Club", "csrf": csrf}) as r:
         onion = str(r.url.path).rsplit("/", 1)[1]
-        assert "Tor: off" in await r.text()
+        assert "Tor is off" in await r.text()
     async with browser.post(f"/stores/{onion}/access", data={"csrf": csrf, "max_streams": "lots"}) as r:
         assert r.status == 422 and "whole number" in await r.text()
     data = {"csrf": csrf, "invite_only": "on", "max_streams": "25"}
