@@ -90,8 +90,12 @@ async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -
     path = _socket_path(app[keys.CONFIG], onion)
     if path is None:
         return
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    await web.UnixSite(runner, str(path)).start()
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        await web.UnixSite(runner, str(path)).start()
+    except OSError as exc:
+        log.warning("store %s: no unix socket %s (%s); tor reaches it on its loopback port", onion, path, exc)
+        return
     app[keys.TARGETS][onion] = f"unix:{path}"
 
 
@@ -114,7 +118,7 @@ async def _start_listener(app: web.Application, record: dict[str, Any], runners:
     runner.app[keys.HOSTS].update(loopback_hosts(bound[1]))
     runners[onion] = runner
     app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
-    app[keys.TARGETS][onion] = f"{bound[0]}:{bound[1]}"
+    app[keys.TARGETS][onion] = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
     app[keys.STATUS][onion] = "local"
     if app[keys.UNIX_TARGETS]:
         await _start_unix(app, runner, onion)
@@ -182,7 +186,7 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
     max_body = config.max_images * config.max_image_bytes + 1024 * 1024
     app = web.Application(middlewares=[middlewares.errors, make_guard(auth)], client_max_size=max_body)
-    app.on_response_prepare.append(middlewares.security_headers)
+    app.on_response_prepare.append(middlewares.admin_headers)
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth
     app[keys.PAGES] = PageCache()
@@ -219,6 +223,9 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         market.on_store_created.remove(on_created)
         await asyncio.gather(*(r.cleanup() for r in runners.values()))
         runners.clear()
+        for target in app[keys.TARGETS].values():
+            if target.startswith("unix:"):
+                Path(target.removeprefix("unix:")).unlink(missing_ok=True)
         app[keys.LISTENERS].clear()
         app[keys.TARGETS].clear()
 

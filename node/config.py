@@ -68,11 +68,20 @@ def host_port(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _ipv4_loopback(host: str) -> bool:
+    """Tor endpoints: IPv4 loopback only (stem 1.8.2 cannot connect to IPv6 control ports)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
+
+
 def _tor_control(value: str) -> str | None:
     if value == "" or value.startswith("/"):
         return None
     parsed = host_port(value)
-    if parsed and _loopback(parsed[0]) is None:
+    if parsed and _ipv4_loopback(parsed[0]):
         return None
     return (
         "must be empty (Pasar starts its own tor), a loopback HOST:PORT such as 127.0.0.1:9051, "
@@ -82,7 +91,7 @@ def _tor_control(value: str) -> str | None:
 
 def _tor_socks(value: str) -> str | None:
     parsed = host_port(value) if value else None
-    if value == "" or (parsed and _loopback(parsed[0]) is None):
+    if value == "" or (parsed and _ipv4_loopback(parsed[0])):
         return None
     return "must be empty (ask tor) or a loopback HOST:PORT such as 127.0.0.1:9050"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+STABLE_AFTER = 60.0  # seconds a connection must last before the backoff starts over
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TorState:
     version: str = ""
     socks: str = ""
     reconnects: int = 0
+    retry_in: float = 0.0  # the last backoff delay
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -45,9 +48,11 @@ class Publisher:
     tor: Tor
     status: dict[str, str]  # onion -> status; shared with the web layer
     backoff: Sequence[float] = BACKOFF
+    stable_after: float = STABLE_AFTER
     state: TorState = field(init=False)
     wanted: dict[str, OnionSpec] = field(default_factory=dict)
-    _published: set[str] = field(default_factory=set)
+    _published: dict[str, OnionSpec] = field(default_factory=dict)  # what tor has now
+    _uploading: set[str] = field(default_factory=set)  # an UPLOAD was seen since the last ADD_ONION
     _lost: asyncio.Event = field(default_factory=asyncio.Event)
     _connected: bool = False
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -57,7 +62,7 @@ class Publisher:
 
     # -- what the app calls -------------------------------------------------
     async def publish(self, onion: str, spec: OnionSpec | None) -> None:
-        """Publish ``onion`` as ``spec`` now (replacing what tor has), or withdraw it (None)."""
+        """Publish ``onion`` as ``spec`` (replacing what tor has if it differs), or withdraw it (None)."""
         if spec is None:
             self.wanted.pop(onion, None)
         else:
@@ -72,23 +77,36 @@ class Publisher:
         await self._connect()
 
     async def run(self) -> None:
-        """Reconnect whenever the connection drops, with backoff; runs until cancelled."""
-        attempt = 0
+        """Reconnect whenever the connection drops, with backoff; runs until cancelled.
+
+        The backoff resets only after a connection stayed up ``stable_after``
+        seconds, so a tor that dies right after each start is not relaunched in a
+        tight loop.
+        """
+        attempt, connected_at = 0, time.monotonic()
         while True:
             if self._connected:
                 await self._lost.wait()
                 self._fail("error: lost the connection to tor; reconnecting")
                 log.warning("lost the connection to tor; reconnecting")
+                attempt = 0 if time.monotonic() - connected_at >= self.stable_after else attempt + 1
             await self.tor.stop()
-            await asyncio.sleep(self.backoff[min(attempt, len(self.backoff) - 1)])
+            delay = self.state.retry_in = self.backoff[min(attempt, len(self.backoff) - 1)]
+            await asyncio.sleep(delay)
             self.state.reconnects += 1
             try:
                 await self._connect()
-                attempt = 0
+                connected_at = time.monotonic()
             except TorError as exc:
                 attempt += 1
-                self._fail(f"error: {exc.message}")
+                self._fail(
+                    f"error: {exc.message} (retrying in {self.backoff[min(attempt, len(self.backoff) - 1)]:.0f}s)"
+                )
                 log.error("tor: %s", exc.message)
+            except Exception:  # a bug must not end the supervisor: log it, back off, retry
+                attempt += 1
+                self._fail("error: unexpected problem talking to tor (see the node's log); retrying")
+                log.exception("unexpected error while connecting to tor")
 
     async def _connect(self) -> None:
         self._lost.clear()
@@ -102,40 +120,58 @@ class Publisher:
     # -- internals ---------------------------------------------------------
     def _fail(self, message: str) -> None:
         self._connected = False
-        self._published.clear()
+        self._published.clear()  # tor drops a connection's onions with it
+        self._uploading.clear()
         self.state.state = message
         for onion in self.wanted:
             self.status[onion] = message
 
     async def _sync(self, onion: str) -> None:
+        """Make tor's copy of ``onion`` match ``wanted`` (no-op when it already does)."""
         async with self._locks.setdefault(onion, asyncio.Lock()):
-            if not self._connected:
+            spec = self.wanted.get(onion)
+            if not self._connected or self._published.get(onion) == spec:
+                return
+            if spec is not None and spec.pow and not self.tor.supports_pow:
+                self.status[onion] = (
+                    f"error: proof-of-work needs tor 0.4.9.2 or newer (this is {self.tor.version}): "
+                    "turn the store's proof-of-work option off or upgrade tor"
+                    + ("; still published without the new options" if onion in self._published else "")
+                )
                 return
             try:
                 if onion in self._published:
-                    self._published.discard(onion)
                     await self.tor.remove_onion(onion)
-                spec = self.wanted.get(onion)
+                    del self._published[onion]
                 if spec is None:
                     self.status.pop(onion, None)
                     return
                 self.status[onion] = "starting"
+                self._uploading.discard(onion)
                 name = await self.tor.add_onion(spec)
             except TorError as exc:
                 self.status[onion] = f"error: {exc.message}"
                 log.error("store %s: %s", onion, exc.message)
                 return
-            self._published.add(name)
+            self._published[name] = spec
             if name != onion:
-                await self.tor.remove_onion(name)
-                self._published.discard(name)
-                self.status[onion] = f"error: tor computed {name}.onion from this store's key; not published"
-                log.error("store %s: %s", onion, self.status[onion])
+                await self._refuse(onion, name)
+
+    async def _refuse(self, onion: str, name: str) -> None:
+        try:
+            await self.tor.remove_onion(name)
+            del self._published[name]
+        except TorError as exc:
+            log.error("could not withdraw %s.onion: %s", name, exc.message)
+        self.status[onion] = f"error: tor computed {name}.onion from this store's key; not published"
+        log.error("store %s: %s", onion, self.status[onion])
 
     def _on_descriptor(self, action: str, name: str, reason: str) -> None:
         if name not in self.wanted or name not in self._published:
             return
-        if action == "UPLOADED":
+        if action == "UPLOAD":
+            self._uploading.add(name)
+        elif action == "UPLOADED" and name in self._uploading:
             if self.status.get(name) != "published":
                 log.info("store %s.onion published", name)
             self.status[name] = "published"

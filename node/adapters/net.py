@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError, ProxyType
 
 from .. import onion as onion_math
@@ -35,6 +37,30 @@ def onion_of(url: str) -> str:
     if parts.scheme != "http" or not host.endswith(".onion") or not onion_math.is_address(host):
         raise BadRequest(f"only http://<store>.onion/ URLs can be fetched through tor, not {url!r}")
     return onion_math.normalize(host)
+
+
+def _only_to(onion: str) -> aiohttp.TraceConfig:
+    """A session for one store refuses any other destination, redirects included.
+
+    Streams to another store would then share this store's SOCKS identity, and
+    anything but an onion would leave the onion network.
+    """
+    trace = aiohttp.TraceConfig()
+
+    def check(url: yarl.URL) -> None:
+        if onion_of(str(url)) != onion:
+            raise BadRequest(f"this session only talks to {onion}.onion, not {url.host}")
+
+    async def on_start(session: aiohttp.ClientSession, context: object, params: Any) -> None:
+        check(params.url)
+
+    async def on_redirect(session: aiohttp.ClientSession, context: object, params: Any) -> None:
+        # params.url is the URL that answered; the next hop is its Location.
+        check(params.url.join(yarl.URL(params.response.headers.get("Location", ""))))
+
+    trace.on_request_start.append(on_start)
+    trace.on_request_redirect.append(on_redirect)
+    return trace
 
 
 class TorHttp:
@@ -92,7 +118,10 @@ class TorHttp:
                 limit_per_host=self.connections_per_store,
             )
             session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, headers={"User-Agent": USER_AGENT}
+                connector=connector,
+                timeout=self.timeout,
+                headers={"User-Agent": USER_AGENT},
+                trace_configs=[_only_to(onion)],
             )
         self._sessions[onion] = session
         while len(self._sessions) > self.max_sessions:

@@ -13,56 +13,34 @@ import asyncio
 import logging
 import os
 import re
-import shutil
-import signal
+import socket
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import stem
 import stem.connection
 import stem.control
-import stem.process
 import stem.response
 import stem.response.events
 import stem.version
 
 from ..config import host_port
 from ..errors import TorError
-from ..fsutil import atomic_write, make_private_dir
+from . import torprocess
+from .torprocess import TorSettings, find_binary
 
+__all__ = ["OnionSpec", "Tor", "TorSettings", "find_binary"]
 log = logging.getLogger(__name__)
 # stem sets its own logger to TRACE on import and logs every control message.
 logging.getLogger("stem").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 MIN_VERSION = stem.version.Version("0.4.6")  # ClientAuthV3 on ADD_ONION
-SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin")
-INSTALL_HINT = (
-    "install it (Debian/Ubuntu: `sudo apt install tor`), set tor_binary to its path, "
-    "or attach to a running tor with --tor-control"
-)
-_BOOTSTRAP = re.compile(r"Bootstrapped (\d+)%.*?: (.*)$")
-
-
-@dataclass(frozen=True)
-class TorSettings:
-    """What the node was told about tor (from Config)."""
-
-    data_dir: Path  # <node data dir>/tor, used by the embedded tor
-    control: str = ""  # "" = embedded, "HOST:PORT" or "/path/to/socket"
-    socks: str = ""
-    password: str = ""
-    binary: str = "tor"
-    extra_torrc: str = ""
-
-    @property
-    def embedded(self) -> bool:
-        return not self.control
+POW_VERSION = stem.version.Version("0.4.9.2")  # PoWDefensesEnabled on ADD_ONION
+PROBE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,25 +86,13 @@ class _Session:
     listeners: list[tuple[Callable[..., None], Any]] = field(default_factory=list)
 
 
-def find_binary(name: str) -> str:
-    """``tor`` lives in /usr/sbin on Debian, which a user's PATH often lacks."""
-    found = shutil.which(name)
-    if found:
-        return found
-    if "/" not in name:
-        for directory in SBIN_DIRS:
-            candidate = Path(directory) / name
-            if os.access(candidate, os.X_OK):
-                return str(candidate)
-    raise TorError(f"the tor program ({name!r}) was not found: {INSTALL_HINT}")
-
-
 class Tor:
     def __init__(self, settings: TorSettings) -> None:
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tor")
         self._session: _Session | None = None
         self.version = ""
+        self.supports_pow = False
         self.socks: tuple[str, int] | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -155,24 +121,29 @@ class Tor:
         await self._call(self._start, events, loop, progress)
 
     def _start(self, events: TorEvents, loop: asyncio.AbstractEventLoop, progress: Callable[[int, str], None]) -> None:
+        """Everything that can go wrong here becomes a TorError, and leaves nothing running."""
         self._stop()
-        process = _launch(self.settings, progress) if self.settings.embedded else None
+        process = None
         try:
-            control = _control_file(self.settings.data_dir) if process else self.settings.control
-            controller = _connect(control, self.settings.password)
-        except TorError:
-            if process:
-                _terminate(process)
-            raise
-        session = _Session(controller, process)
-        self._session = session
-        try:
-            self.version = str(controller.get_version()).split(" ")[0]
+            if self.settings.embedded:
+                process = torprocess.launch(self.settings, progress)
+                control = torprocess.control_file(self.settings.data_dir)
+            else:
+                control = self.settings.control
+            self._session = _Session(_connect(control, self.settings.password), process)
+            controller = self._session.controller
+            self.version = str(_control_call(controller.get_version)).split(" ")[0]
+            self.supports_pow = _control_call(controller.get_version) >= POW_VERSION
             self.socks = self._socks_endpoint(controller)
-            self._listen(session, events, loop, progress)
-        except TorError:
-            self._stop()
-            raise
+            self._listen(self._session, events, loop, progress)
+        except (TorError, OSError, ValueError, stem.ControllerError) as exc:
+            if self._session is not None:
+                self._stop()
+            elif process is not None:
+                torprocess.terminate(process)
+            if isinstance(exc, TorError):
+                raise
+            raise TorError(f"could not start using tor: {exc}") from None
 
     def _socks_endpoint(self, controller: stem.control.Controller) -> tuple[str, int] | None:
         """Where outbound connections go; None if this tor has no loopback SocksPort (yet)."""
@@ -181,7 +152,7 @@ class Tor:
             assert parsed is not None  # checked by the settings table
             return parsed
         listeners = [(h, p) for h, p in _control_call(controller.get_listeners, stem.control.Listener.SOCKS)]
-        local = [(h, p) for h, p in listeners if h.startswith("127.") or h == "::1"]
+        local = [(h, p) for h, p in listeners if h.startswith("127.")]
         if not local:
             log.warning(
                 "this tor has no SocksPort on loopback, so the node cannot make outbound connections: "
@@ -228,7 +199,7 @@ class Tor:
             reply = _control_call(self._controller().msg, spec.command())
             if not reply.is_ok():
                 raise TorError(_add_onion_problem(str(reply)))
-            stem.response.convert("ADD_ONION", reply)
+            _control_call(stem.response.convert, "ADD_ONION", reply)
             return str(reply.service_id)
 
         return await self._call(run)
@@ -245,13 +216,15 @@ class Tor:
         def run() -> None:
             reply = _control_call(self._controller().msg, f"DEL_ONION {name}")
             if not reply.is_ok() and "Unknown Onion Service" not in str(reply):
-                raise TorError(f"tor refused to remove {name}.onion: {reply}")
+                raise TorError(
+                    f"tor refused to withdraw {name}.onion ({reply}); restart tor (or the node) to withdraw it"
+                )
 
         await self._call(run)
 
     def _controller(self) -> stem.control.Controller:
         if self._session is None:
-            raise TorError("not connected to tor")
+            raise TorError("not connected to tor right now; Pasar reconnects by itself (see `pasar run`'s log)")
         return self._session.controller
 
     # -- stopping ----------------------------------------------------------
@@ -264,7 +237,7 @@ class Tor:
             return
         session.controller.close()
         if session.process is not None:
-            _terminate(session.process)
+            torprocess.terminate(session.process)
 
     async def close(self) -> None:
         await self.stop()
@@ -277,8 +250,8 @@ def _control_call(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except stem.SocketClosed:
         raise TorError("the connection to tor's control port closed; is tor still running?") from None
-    except (stem.ProtocolError, stem.OperationFailed, stem.ControllerError) as exc:
-        raise TorError(f"tor's control port replied with an error: {exc}") from None
+    except (stem.ControllerError, ValueError) as exc:
+        raise TorError(f"tor's control port replied with an error ({exc}); check tor's log") from None
 
 
 def _add_onion_problem(reply: str) -> str:
@@ -289,10 +262,45 @@ def _add_onion_problem(reply: str) -> str:
             "this tor cannot turn on proof-of-work for onions added over the control port "
             "(that needs tor 0.4.9.2 or newer): upgrade tor or turn the store's proof-of-work option off"
         )
-    return f"tor refused the onion service: {reply}"
+    return f"tor refused the onion service ({reply}); check tor's log and the store's onion options"
+
+
+def _probe(control: str) -> None:
+    """Refuse, with a message, anything that does not answer like a control port within PROBE_TIMEOUT.
+
+    stem has no timeout: a port that accepts and never replies would hang the node.
+    """
+    family = socket.AF_UNIX if control.startswith("/") else socket.AF_INET
+    address: Any = control
+    if family == socket.AF_INET:
+        address = host_port(control)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PROBE_TIMEOUT)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            raise TorError(_unreachable(control, exc)) from None
+        try:
+            sock.sendall(b"PROTOCOLINFO 1\r\n")
+            reply = sock.recv(64)
+        except TimeoutError:
+            raise TorError(f"{control} did not answer like a tor control port within {PROBE_TIMEOUT:.0f}s") from None
+        except OSError:
+            reply = b""
+    if b"Tor is not an HTTP Proxy" in reply:  # what a SocksPort says to a text command
+        raise TorError(f"{control} is tor's SOCKS port, not its control port: use tor's ControlPort (usually 9051)")
+    if not reply.startswith((b"250", b"5")):
+        raise TorError(_not_control(control))
+
+
+def _not_control(control: str) -> str:
+    if control.rpartition(":")[2] in ("9050", "9150"):
+        return f"{control} is a SOCKS port, not a control port: use tor's ControlPort (usually 9051)"
+    return f"{control} is not a tor control port (it did not answer PROTOCOLINFO): check tor_control"
 
 
 def _connect(control: str, password: str) -> stem.control.Controller:
+    _probe(control)
     try:
         if control.startswith("/"):
             controller = stem.control.Controller.from_socket_file(control)
@@ -307,7 +315,11 @@ def _connect(control: str, password: str) -> stem.control.Controller:
     except (stem.connection.AuthenticationFailure, stem.ProtocolError, stem.SocketError) as exc:
         controller.close()
         raise TorError(_auth_problem(control, exc)) from None
-    _check_version(controller, control)
+    try:
+        _check_version(controller, control)
+    except TorError:
+        controller.close()
+        raise
     return controller
 
 
@@ -338,115 +350,17 @@ def _auth_problem(control: str, exc: Exception) -> str:
     if isinstance(exc, stem.connection.IncorrectPassword):
         return "tor rejected tor_password: check it against HashedControlPassword in torrc"
     if control.rpartition(":")[2] in ("9050", "9150"):
-        return f"{control} is a SOCKS port, not a control port: use tor's ControlPort (usually 9051)"
+        return _not_control(control)
     return f"cannot authenticate to tor at {control}: {exc} (is this tor's ControlPort?)"
 
 
 def _check_version(controller: stem.control.Controller, control: str) -> None:
-    methods = controller.get_protocolinfo().auth_methods
+    methods = _control_call(controller.get_protocolinfo).auth_methods
     if methods == (stem.connection.AuthMethod.NONE,):
-        controller.close()
         raise TorError(
             f"tor's control port {control} needs no authentication, so any local program could take it over: "
             "set `CookieAuthentication 1` (or HashedControlPassword) in torrc"
         )
-    version = controller.get_version()
+    version = _control_call(controller.get_version)
     if version < MIN_VERSION:
-        controller.close()
         raise TorError(f"tor {version} is too old: Pasar needs tor {MIN_VERSION} or newer")
-
-
-def embedded_torrc(settings: TorSettings) -> str:
-    d = settings.data_dir
-    lines = [
-        "# Written by Pasar on every start; edits are lost. Add your own lines to tor_extra_torrc.",
-        f"DataDirectory {d / 'data'}",
-        "ControlPort 127.0.0.1:auto",
-        f"ControlPortWriteToFile {d / 'control.port'}",
-        "CookieAuthentication 1",
-        f"CookieAuthFile {d / 'control_auth_cookie'}",
-        f"SocksPort {settings.socks or '127.0.0.1:auto'} IsolateSOCKSAuth",
-        f"PidFile {d / 'tor.pid'}",
-        "Log notice stdout",
-        f"Log notice file {d / 'notice.log'}",
-        "AvoidDiskWrites 1",
-    ]
-    if settings.extra_torrc:
-        lines.append(f"%include {Path(settings.extra_torrc).expanduser().resolve()}")
-    return "\n".join(lines) + "\n"
-
-
-def _launch(settings: TorSettings, progress: Callable[[int, str], None]) -> subprocess.Popen[bytes]:
-    binary = find_binary(settings.binary)
-    if settings.extra_torrc and not Path(settings.extra_torrc).expanduser().is_file():
-        raise TorError(f"tor_extra_torrc {settings.extra_torrc} is not a readable file")
-    d = settings.data_dir
-    make_private_dir(d / "data")
-    _stop_leftover(d)
-    torrc, defaults = d / "torrc", d / "torrc.defaults"
-    atomic_write(torrc, embedded_torrc(settings).encode())
-    atomic_write(defaults, b"")
-    (d / "control.port").unlink(missing_ok=True)
-
-    def on_line(line: str) -> None:
-        match = _BOOTSTRAP.search(line)
-        if match:
-            progress(int(match.group(1)), match.group(2))
-        elif "[warn]" in line or "[err]" in line:
-            log.warning("tor: %s", line.split("] ", 1)[-1])
-
-    try:
-        process: subprocess.Popen[bytes] = stem.process.launch_tor(
-            tor_cmd=binary,
-            args=["--defaults-torrc", str(defaults)],
-            torrc_path=str(torrc),
-            completion_percent=0,
-            init_msg_handler=on_line,
-            take_ownership=True,
-            stdin="\n",  # makes stem close tor's stdin pipe at once (it leaks it otherwise)
-        )
-    except OSError as exc:
-        raise TorError(f"tor did not start: {exc} (see {d / 'notice.log'})") from None
-    log.info("started tor (pid %d, %s)", process.pid, binary)
-    return process
-
-
-def _control_file(d: Path) -> str:
-    """The control port the embedded tor wrote (``PORT=127.0.0.1:NNNN``)."""
-    path = d / "control.port"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            text = path.read_text().strip()
-        except FileNotFoundError:
-            text = ""
-        if text.startswith("PORT="):
-            return text.removeprefix("PORT=")
-        time.sleep(0.05)
-    raise TorError(f"tor started but did not open its control port (see {d / 'notice.log'})")
-
-
-def _stop_leftover(d: Path) -> None:
-    """A tor this data dir started earlier (a killed node) still holds the lock: stop it."""
-    try:
-        pid = int((d / "tor.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if str(d / "torrc").encode() not in cmdline:
-        return
-    log.info("stopping tor %d left by an earlier run", pid)
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..market import access
 from ..market.service import Market
 from . import keys
@@ -90,12 +90,25 @@ async def update_access(request: web.Request) -> web.Response:
     return web.json_response(access.public_view(options))
 
 
+def _client_json(onion: str, client: dict[str, Any]) -> dict[str, Any]:
+    return {**client, "auth_private": f"{onion}:descriptor:x25519:{client['private']}"}
+
+
+async def get_client(request: web.Request) -> web.Response:
+    """One client key with its private half, to give (again) to the invited buyer."""
+    onion = await _store(request)
+    options = Market.access_options(await _market(request).store(onion))
+    for client in options["clients"]:
+        if client["id"] == request.match_info["client"]:
+            return web.json_response(_client_json(onion, client))
+    raise NotFound(f"no client key {request.match_info['client']!r} in this store")
+
+
 async def add_client(request: web.Request) -> web.Response:
     """A new client key ``{"name": ...}``; the reply carries the private key for the invited buyer."""
     onion = await _store(request)
     client = await _market(request).add_client(onion, await read_json(request))
-    auth_line = f"{onion}:descriptor:x25519:{client['private']}"
-    return web.json_response({**client, "auth_private": auth_line}, status=201)
+    return web.json_response(_client_json(onion, client), status=201)
 
 
 async def remove_client(request: web.Request) -> web.Response:
@@ -165,6 +178,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/tor", get_tor, name="api-tor")
     r.add_patch(f"{s}/access", update_access, name="api-access")
     r.add_post(f"{s}/clients", add_client, name="api-clients")
+    r.add_get(f"{s}/clients/{{client}}", get_client, name="api-client")
     r.add_delete(f"{s}/clients/{{client}}", remove_client)
     r.add_get(f"{s}/listings", list_listings, name="api-listings")
     r.add_post(f"{s}/listings", add_listings)

@@ -31,6 +31,13 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.update(HEADERS)
 
 
+async def admin_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Admin pages and API replies carry secrets (client keys, CSRF tokens): never cached."""
+    response.headers.update(HEADERS)
+    if response.content_type in ("text/html", "application/json"):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def _wants_json(request: web.Request) -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/.well-known/")
 

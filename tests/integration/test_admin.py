@@ -237,6 +237,8 @@ async def test_access_api(running_node):
         async with s.post(f"/api/v1/stores/{onion}/clients", json={"name": "bob"}) as r:
             client = await r.json()
             assert r.status == 201 and client["auth_private"].endswith(client["private"])
+        async with s.get(f"/api/v1/stores/{onion}/clients/{client['id']}") as r:
+            assert (await r.json())["private"] == client["private"] and r.headers["Cache-Control"] == "no-store"
         async with s.get(f"/api/v1/stores/{onion}") as r:
             detail = await r.json()
             assert detail["onion_service"]["clients"][0]["name"] == "bob"

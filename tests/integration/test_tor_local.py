@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from node.adapters.tor import OnionSpec, Tor, TorSettings, embedded_torrc, find_binary
+from node.adapters.tor import OnionSpec, Tor, TorSettings, find_binary
+from node.adapters.torprocess import embedded_torrc
 from node.crypto import ClientAuthKey, StoreKey
 from node.errors import TorError
 from node.publish import Publisher
@@ -146,8 +147,11 @@ def _scratch_tor(tmp_path: Path, auth_lines: list[str]) -> tuple[subprocess.Pope
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
-    while b"Opened Control listener" not in _log(data) and time.monotonic() < deadline:
-        assert proc.poll() is None, "scratch tor exited"
+    while b"Opened Control listener" not in _log(data):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"scratch tor did not open its control port: {_log(data)[-2000:]!r}")
         time.sleep(0.05)
     return proc, port
 
@@ -207,9 +211,30 @@ async def test_a_port_that_is_not_a_control_port(tmp_path):
     port = server.sockets[0].getsockname()[1]
     tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
     try:
-        with pytest.raises(TorError, match="is this tor's ControlPort"):
+        with pytest.raises(TorError, match="is not a tor control port"):
             await start(tor)
     finally:
         await tor.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_port_that_never_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr("node.adapters.tor.PROBE_TIMEOUT", 0.5)
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+    try:
+        with pytest.raises(TorError, match="did not answer like a tor control port"):
+            await start(tor)
+    finally:
+        await tor.close()
+        for writer in silent:
+            writer.close()
         server.close()
         await server.wait_closed()

@@ -59,7 +59,7 @@ def test_tor_settings_from_a_table_or_dotted_keys(tmp_path):
     assert (c.tor_control, c.tor_socks) == ("127.0.0.1:9051", "127.0.0.1:9050")
     (tmp_path / "pasar.toml").write_text('tor.control = "/run/tor/control"\n')
     assert config.load(tmp_path, env={}).tor_control == "/run/tor/control"
-    assert config.load(tmp_path, env={"PASAR_TOR_CONTROL": "[::1]:9051"}).tor_control == "[::1]:9051"
+    assert config.load(tmp_path, env={"PASAR_TOR_CONTROL": "127.0.0.2:9051"}).tor_control == "127.0.0.2:9051"
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,8 @@ def test_tor_settings_from_a_table_or_dotted_keys(tmp_path):
         ({"tor_control": "127.0.0.1:99999"}, "loopback HOST:PORT"),
         ({"tor_socks": "10.0.0.1:9050"}, "loopback HOST:PORT"),
         ({"tor_socks": "/run/tor/socks"}, "loopback HOST:PORT"),
+        ({"tor_control": "[::1]:9051"}, "loopback HOST:PORT"),
+        ({"tor_socks": "::1:9050"}, "loopback HOST:PORT"),
     ],
 )
 def test_tor_endpoints_must_be_local(tmp_path, flags, message):

@@ -19,6 +19,7 @@ from node.errors import BadRequest
 class SocksRecorder:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, int, str]] = []  # username, password, address type, host
+        self.response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _, n = await reader.readexactly(2)
@@ -40,7 +41,7 @@ class SocksRecorder:
         self.seen.append((user, password, atyp, host))
         writer.write(b"\x05\x00\x00\x01" + bytes(4) + struct.pack(">H", 0))
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.write(self.response)
         await writer.drain()
         writer.close()
 
@@ -107,3 +108,28 @@ async def test_sessions_are_bounded():
         assert sessions[0].closed and not sessions[3].closed
     finally:
         await http.close()
+
+
+async def test_a_session_never_leaves_its_store(socks):
+    http = TorHttp(("127.0.0.1", socks.port))
+    a, b = StoreKey.generate().onion, StoreKey.generate().onion
+    session = http.session(f"http://{a}.onion/")
+    try:
+        for url in (f"http://{b}.onion/", "http://example.com/", "http://127.0.0.1:9/"):
+            with pytest.raises(BadRequest):
+                await session.get(url)
+    finally:
+        await http.close()
+    assert socks.seen == []  # refused before any connection
+
+
+async def test_redirects_to_another_host_are_refused(socks):
+    socks.response = b"HTTP/1.1 302 Found\r\nLocation: http://example.com/\r\nContent-Length: 0\r\n\r\n"
+    http = TorHttp(("127.0.0.1", socks.port))
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    try:
+        with pytest.raises(BadRequest, match=r"example\.com"):
+            await http.session(url).get(url)
+    finally:
+        await http.close()
+    assert len(socks.seen) == 1

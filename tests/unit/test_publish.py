@@ -1,0 +1,178 @@
+"""The publisher's logic against a fake tor (pure logic; real tor is in the integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.adapters.tor import OnionSpec
+from node.errors import TorError
+from node.publish import Publisher
+
+
+@dataclass
+class Settings:
+    embedded: bool = False
+
+
+@dataclass
+class FakeTor:
+    settings: Settings = field(default_factory=Settings)
+    version: str = "0.4.9.11"
+    supports_pow: bool = True
+    socks: tuple[str, int] | None = ("127.0.0.1", 9050)
+    start_errors: list[Exception] = field(default_factory=list)
+    remove_errors: list[Exception] = field(default_factory=list)
+    rename: dict[str, str] = field(default_factory=dict)  # onion -> what "tor" computes instead
+    onions: dict[str, OnionSpec] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    starts: int = 0
+    callbacks: dict[str, Callable[..., None]] = field(default_factory=dict)
+
+    async def start(self, **callbacks: Callable[..., None]) -> None:
+        self.starts += 1
+        if self.start_errors:
+            raise self.start_errors.pop(0)
+        self.callbacks = callbacks
+        self.onions.clear()
+
+    async def stop(self) -> None:
+        self.onions.clear()
+
+    async def add_onion(self, spec: OnionSpec) -> str:
+        name = self.rename.get(spec.key_blob, spec.key_blob)
+        self.calls.append(f"add {name}")
+        self.onions[name] = spec
+        return name
+
+    async def remove_onion(self, name: str) -> None:
+        self.calls.append(f"remove {name}")
+        if self.remove_errors:
+            raise self.remove_errors.pop(0)
+        self.onions.pop(name, None)
+
+    def lose(self) -> None:
+        self.callbacks["on_lost"]()
+
+    def event(self, action: str, name: str) -> None:
+        self.callbacks["on_descriptor"](action, name, "")
+
+
+def spec(name: str, **options: Any) -> OnionSpec:
+    return OnionSpec(key_blob=name, target="127.0.0.1:1", **options)  # the fake uses the blob as the name
+
+
+async def started(tor: FakeTor, **kwargs: Any) -> Publisher:
+    pub = Publisher(tor, status={}, backoff=(0.01, 0.02, 0.04), **kwargs)  # type: ignore[arg-type]
+    await pub.start()
+    return pub
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_an_unchanged_spec_is_not_republished():
+    tor = FakeTor()
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    await pub.publish("a", spec("a"))
+    assert tor.calls == ["add a"]
+    await pub.publish("a", spec("a", max_streams=5))
+    assert tor.calls == ["add a", "remove a", "add a"] and tor.onions["a"].max_streams == 5
+
+
+async def test_published_needs_an_upload_since_the_last_add():
+    tor = FakeTor()
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    tor.event("UPLOADED", "a")  # left over from an earlier instance
+    assert pub.status["a"] == "starting"
+    tor.event("UPLOAD", "a")
+    tor.event("UPLOADED", "a")
+    assert pub.status["a"] == "published"
+    tor.event("UPLOADED", "someone-else")
+    assert "someone-else" not in pub.status
+
+
+async def test_a_failed_withdrawal_is_retried_not_forgotten():
+    tor = FakeTor(remove_errors=[TorError("tor refused")])
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    await pub.publish("a", spec("a", client_keys=("K",)))
+    assert pub.status["a"] == "error: tor refused" and "a" in tor.onions
+    await pub.publish("a", spec("a", client_keys=("K",)))
+    assert tor.calls[-2:] == ["remove a", "add a"] and tor.onions["a"].client_keys == ("K",)
+
+
+async def test_a_wrong_address_is_withdrawn():
+    tor = FakeTor(rename={"a": "b"})
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    assert pub.status["a"].startswith("error: tor computed b.onion") and tor.onions == {}
+
+
+async def test_proof_of_work_on_an_old_tor_keeps_the_store_up():
+    tor = FakeTor(supports_pow=False)
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    await pub.publish("a", spec("a", pow=True))
+    assert "0.4.9.2" in pub.status["a"] and "still published" in pub.status["a"]
+    assert tor.calls == ["add a"] and not tor.onions["a"].pow
+
+
+async def test_reconnects_republish_and_apply_changes_made_while_down():
+    tor = FakeTor()
+    pub = await started(tor)
+    await pub.publish("a", spec("a"))
+    task = asyncio.create_task(pub.run())
+    try:
+        tor.start_errors = [TorError("tor is gone"), RuntimeError("a bug")]
+        tor.lose()
+        await until(lambda: pub.state.state.startswith("error"))
+        await pub.publish("a", spec("a", max_streams=9))  # while tor is away
+        await pub.publish("b", spec("b"))
+        assert pub.status["b"].startswith("error")
+        await until(lambda: pub.state.state == "connected")
+        await until(lambda: set(tor.onions) == {"a", "b"})
+        assert tor.onions["a"].max_streams == 9 and tor.starts == 4  # start, TorError, bug, ok
+        assert pub.state.reconnects == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_backoff_grows_while_tor_keeps_dying():
+    tor = FakeTor()
+    pub = await started(tor, stable_after=60)
+    task = asyncio.create_task(pub.run())
+    delays = []
+    try:
+        for _ in range(4):
+            starts = tor.starts
+            tor.lose()
+            await until(lambda n=starts: tor.starts > n and pub.state.state == "connected")
+            delays.append(pub.state.retry_in)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert delays == [0.02, 0.04, 0.04, 0.04]
+
+
+async def test_backoff_starts_over_after_a_stable_connection():
+    tor = FakeTor()
+    pub = await started(tor, stable_after=0.0)
+    task = asyncio.create_task(pub.run())
+    try:
+        for _ in range(3):
+            starts = tor.starts
+            tor.lose()
+            await until(lambda n=starts: tor.starts > n and pub.state.state == "connected")
+            assert pub.state.retry_in == 0.01
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
