@@ -177,7 +177,8 @@ class Tor:
 
         def on_status(event: stem.response.events.StatusEvent) -> None:
             if event.action == "BOOTSTRAP":
-                progress(int(event.keywords.get("PROGRESS", 0)), str(event.keywords.get("SUMMARY", "")))
+                args = event.keyword_args
+                progress(int(args.get("PROGRESS", 0)), str(args.get("SUMMARY", "")))
 
         def on_state(ctrl: Any, state: stem.control.State, when: float) -> None:
             if state == stem.control.State.CLOSED and self._session is session:

@@ -138,6 +138,8 @@ async def test_every_store_is_reachable_by_its_onion_and_its_catalog_verifies(me
         assert env["store"] == onion
     status, body = await fetch(http, f"http://{merchants['stores']['a1']}.onion/")
     assert b"A field guide" in body
+    tor_state = api(merchants["a"], "GET", "/api/v1/tor")  # bootstrap progress comes from tor's events
+    assert tor_state["mode"] == "embedded" and tor_state["bootstrap"] == 100 and tor_state["summary"] == "Done"
 
 
 async def test_the_admin_is_not_reachable_through_any_onion(merchants, http):
@@ -205,3 +207,13 @@ async def test_a_socks_port_given_as_control_port_is_named(buyer, tmp_path):
             await tor.start(on_lost=lambda: None, on_descriptor=lambda *a: None, on_bootstrap=lambda *a: None)
     finally:
         await tor.close()
+
+
+async def test_a_store_created_while_the_node_runs_is_published(merchants, http):
+    b = merchants["b"]
+    created = api(b, "POST", "/api/v1/stores", {"name": "Beta Late"})
+    assert created["status"] in ("starting", "published")
+    wait_published(b, [created["onion"]])
+    status, body = await fetch(http, f"http://{created['onion']}.onion/.well-known/pasar/catalog.json")
+    env = envelope.open_(envelope.loads(body), now=int(time.time()), expected_type=CATALOG_TYPE)
+    assert status == 200 and env["store"] == created["onion"] and env["body"]["profile"]["name"] == "Beta Late"

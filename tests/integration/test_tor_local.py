@@ -8,11 +8,14 @@ against tor itself without any network at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,38 +206,43 @@ async def test_a_control_port_without_authentication_is_refused(tmp_path):
         proc.wait(timeout=10)
 
 
-async def test_a_port_that_is_not_a_control_port(tmp_path):
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
+@contextlib.asynccontextmanager
+async def loopback_server(handler: Any) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that is not tor; yields its port."""
+    writers: list[asyncio.StreamWriter] = []
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await handler(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
-        with pytest.raises(TorError, match="is not a tor control port"):
-            await start(tor)
+        yield server.sockets[0].getsockname()[1]
     finally:
-        await tor.close()
-        server.close()
-        await server.wait_closed()
-
-
-async def test_a_port_that_never_answers(tmp_path, monkeypatch):
-    monkeypatch.setattr("node.adapters.tor.PROBE_TIMEOUT", 0.5)
-    silent: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        silent.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
-    try:
-        with pytest.raises(TorError, match="did not answer like a tor control port"):
-            await start(tor)
-    finally:
-        await tor.close()
-        for writer in silent:
+        for writer in writers:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def _hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+async def _say_nothing(writer: asyncio.StreamWriter) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [(_hang_up, "is not a tor control port"), (_say_nothing, "did not answer like a tor control port")],
+)
+async def test_a_port_that_is_not_a_control_port(tmp_path, monkeypatch, handler, message):
+    monkeypatch.setattr("node.adapters.tor.PROBE_TIMEOUT", 0.5)
+    async with loopback_server(handler) as port:
+        tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+        try:
+            with pytest.raises(TorError, match=message):
+                await start(tor)
+        finally:
+            await tor.close()
