@@ -58,13 +58,14 @@ class AtomicJSONStorage(Storage):
     def batch(self) -> Iterator[None]:
         """Group writes: one atomic file write at the end, none on error."""
         self._deferred += 1
+        done = False
         try:
             yield
-        except BaseException:
+            done = True
+        finally:
             self._deferred -= 1
-            self._data, self._dirty = None, False
-            raise
-        self._deferred -= 1
+            if not done:  # any exception, cancellation included: drop the unwritten changes
+                self._data, self._dirty = None, False
         if not self._deferred and self._dirty:
             self._flush()
 

@@ -128,14 +128,16 @@ class Storage:
         if not (self.data_dir / "node.json").exists():
             raise ConfigError(f"{self.data_dir} is not initialised: run `pasar init` first")
         self.lock.acquire()
+        opened = False
         try:
             self._node = _open_db(self.data_dir / "node.json")
             self._check_schema(self._node, "node.json")
             for onion in self._store_dirs():
                 self._db(onion)
-        except BaseException:
-            self._close()
-            raise
+            opened = True
+        finally:
+            if not opened:  # release the lock and whatever was opened, whatever went wrong
+                self._close()
 
     def _close(self) -> None:
         for db in self._dbs.values():

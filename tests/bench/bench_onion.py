@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python tests/bench/bench_onion.py
     .venv/bin/python tests/bench/bench_onion.py --stores 3 --requests 200 --concurrency 50
 
-1. Starts the private network (node/testnet.py: 3 authorities + 3 relays) and a
+1. Starts the private network (node/testnet/: 3 authorities + 3 relays) and a
    buyer's tor, and reports how long that took.
 2. With the network ready, starts ``pasar run`` (embedded tor joining the
    network) with ``--stores`` stores, and reports for each store the time from

@@ -1,4 +1,4 @@
-"""End to end over a private Tor network on 127.0.0.1 (node/testnet.py).
+"""End to end over a private Tor network on 127.0.0.1 (node/testnet/).
 
 Node A runs its own (embedded) tor that joins the private network and hosts
 two stores; node B attaches to a tor the harness started (the "system tor"

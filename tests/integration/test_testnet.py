@@ -111,7 +111,7 @@ def test_local_only_rejects_public_or_missing_authorities() -> None:
     assert local_only(auth.format(addr="127.0.0.1") + "\nSocksPort 0\n")
     assert local_only(auth.format(addr="127.0.0.2"))
     assert not local_only(auth.format(addr="128.31.0.39"))
-    assert not local_only(auth.format(addr="127.0.0.1") + "\n" + auth.format(addr="10.0.0.1"))
+    assert not local_only(auth.format(addr="127.0.0.1") + "\n" + auth.format(addr="198.51.100.7"))
     assert not local_only(auth.format(addr="localhost"))
     assert not local_only("SocksPort 0\nTestingTorNetwork 1\n")
     assert not local_only("# DirAuthority a 127.0.0.1:9030 " + "B" * 40)

@@ -65,10 +65,10 @@ def test_tor_settings_from_a_table_or_dotted_keys(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ({"tor_control": "192.168.1.5:9051"}, "loopback HOST:PORT"),
+        ({"tor_control": "192.0.2.5:9051"}, "loopback HOST:PORT"),
         ({"tor_control": "9051"}, "loopback HOST:PORT"),
         ({"tor_control": "127.0.0.1:99999"}, "loopback HOST:PORT"),
-        ({"tor_socks": "10.0.0.1:9050"}, "loopback HOST:PORT"),
+        ({"tor_socks": "198.51.100.7:9050"}, "loopback HOST:PORT"),
         ({"tor_socks": "/run/tor/socks"}, "loopback HOST:PORT"),
         ({"tor_control": "[::1]:9051"}, "loopback HOST:PORT"),
         ({"tor_socks": "::1:9050"}, "loopback HOST:PORT"),

@@ -9,41 +9,27 @@ one of our torrcs. ``up()`` on a running network is idempotent; on a stale regis
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from .errors import PasarError
-from .fsutil import atomic_write
+from ..fsutil import atomic_write
+from .tools import TestNetError, free_ports, is_ours, local_only, log_tail, paths, run_all, ticks
 
 log = logging.getLogger(__name__)
 
 VOTING_INTERVAL = 10  # seconds; the first consensus waits for the next voting boundary
 FIRST_BOUNDARY = 8  # seconds from launch to that first boundary
 BANDWIDTH = 1000  # measured bandwidth (KB/s) voted for every relay alike
-POLL = 0.2
 STOP_WAIT = 10.0
-LOCAL_KEYWORDS = {"dirauthority", "fallbackdir", "bridge", "alternatedirauthority", "alternatebridgeauthority"}
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,19}")
-
-
-class TestNetError(PasarError):
-    """The test network could not be brought up or down; the message says what to do."""
-
-    __test__ = False
-    code = "testnet"
 
 
 @dataclass
@@ -71,101 +57,6 @@ class _Node:
     v3ident: str = ""
 
 
-def local_only(torrc_text: str) -> bool:
-    """True if every directory/bridge line points at loopback and there is at least one DirAuthority.
-
-    ``%include`` makes it False: included files cannot be checked from the text.
-    """
-    authorities = 0
-    for raw in torrc_text.replace("\\\n", " ").splitlines():
-        words = raw.split("#", 1)[0].split()
-        keyword = words[0].lstrip("+/").lower() if words else ""
-        if keyword == "%include":
-            return False
-        if keyword not in LOCAL_KEYWORDS:
-            continue
-        authorities += keyword == "dirauthority"
-        addresses = [w for w in words[1:] if ":" in w and "=" not in w]
-        addresses += [w.split("=", 1)[1] for w in words[1:] if w.lower().startswith("ipv6=")]
-        if not addresses or not all(_is_loopback(a) for a in addresses):
-            return False
-    return authorities > 0
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (the sockets are held open together)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def _ticks(timeout: float) -> Iterator[None]:
-    """Rounds of a wait loop, bounded in count and time, POLL seconds apart."""
-    deadline = time.monotonic() + timeout
-    for i in range(int(timeout / POLL) + 1):
-        if i:
-            time.sleep(POLL)
-        if time.monotonic() > deadline:
-            return
-        yield
-
-
-def _tail(data_dir: Path, lines: int = 15) -> str:
-    out = []
-    for path in (data_dir / "notice.log", data_dir / "stdout.log"):
-        if path.exists():
-            out.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
-    return "\n".join(out) or f"(no log in {data_dir})"
-
-
-def _is_ours(pid: int, torrc: Path) -> bool:
-    """True if ``pid`` is a live (not zombie) process started with ``torrc``: PIDs get reused."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return pid > 0 and state not in ("Z", "X") and os.fsencode(str(torrc)) in args
-
-
-def _paths(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: Path(v) if k in ("data_dir", "torrc", "cookie_path") else v for k, v in fields.items()}
-
-
-def _run_all(jobs: list[tuple[list[str], Path | None]], timeout: float = 60.0) -> None:
-    """Run short tools side by side (key generation is CPU-bound); raise on the first failure."""
-    procs: list[tuple[list[str], subprocess.Popen[str]]] = []
-    try:
-        for args, cwd in jobs:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argument list, no shell
-                args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            procs.append((args, proc))
-        for args, proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            if proc.returncode != 0:
-                raise TestNetError(f"{' '.join(args)} failed ({proc.returncode}): {out[-800:]}")
-    except FileNotFoundError as e:
-        raise TestNetError(f"{e.filename} not found: apt install tor") from e
-    except subprocess.TimeoutExpired as e:
-        raise TestNetError(f"{e.cmd[0]} took over {timeout:.0f} s; is the machine overloaded?") from e
-    finally:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            if proc.stdout and not proc.stdout.closed:
-                proc.communicate()
-
-
 class TestNet:
     __test__ = False
 
@@ -189,15 +80,17 @@ class TestNet:
             raise TestNetError(f"stale test network registry {self._registry}: run `pasar testnet down` first")
         start = time.monotonic()
         self._prepare()
+        launched = False
         try:
             self._launch_servers()
             self._wait_consensus(timeout - (time.monotonic() - start))
-        except BaseException:
-            self._stop_all()  # the data dirs stay for a look at the logs; the next up() wipes them
-            self._registry.unlink(missing_ok=True)
-            raise
+            launched = True
+        finally:
+            if not launched:  # any failure, Ctrl-C included: stop what was started
+                self._stop_all()  # the data dirs stay for a look at the logs; the next up() wipes them
+                self._registry.unlink(missing_ok=True)
         for node in self._auths + self._relays:  # they backed off while there was no consensus
-            if _is_ours(node.pid, node.torrc):
+            if is_ours(node.pid, node.torrc):
                 os.kill(node.pid, signal.SIGHUP)
         self._ready = True
         self._save()
@@ -210,7 +103,7 @@ class TestNet:
         shutil.rmtree(self._net, ignore_errors=True)
         self._net.mkdir(mode=0o700, parents=True)
         self._empty.write_text("")
-        ports = _free_ports(2 * self.authorities + self.relays)
+        ports = free_ports(2 * self.authorities + self.relays)
         self._auths = [self._node(f"auth{i}", ports.pop(), ports.pop()) for i in range(self.authorities)]
         self._relays = [self._node(f"relay{i}", ports.pop()) for i in range(self.relays)]
         self._clients, self._ready = {}, False
@@ -235,7 +128,7 @@ class TestNet:
         ]
         for n in self._auths + self._relays:
             jobs.append(([*listfp, "--DataDirectory", str(n.data_dir), "--ORPort", f"127.0.0.1:{n.or_port}"], None))
-        _run_all(jobs)
+        run_all(jobs)
         for auth in self._auths:
             cert = (auth.data_dir / "keys" / "authority_certificate").read_text()
             auth.v3ident = cert.split("\nfingerprint ", 1)[1].split()[0]
@@ -300,15 +193,15 @@ class TestNet:
         return proc.pid
 
     def _wait_consensus(self, timeout: float) -> None:
-        for _ in _ticks(timeout):
+        for _ in ticks(timeout):
             for node in self._auths + self._relays:
                 proc = self._procs.get(node.pid)
-                if (proc.poll() is not None) if proc else not _is_ours(node.pid, node.torrc):
-                    raise TestNetError(f"tor {node.name} exited early; its log:\n{_tail(node.data_dir)}")
+                if (proc.poll() is not None) if proc else not is_ours(node.pid, node.torrc):
+                    raise TestNetError(f"tor {node.name} exited early; its log:\n{log_tail(node.data_dir)}")
             if self._hsdir_count() >= self.relays:
                 return
-        tail = _tail(self._auths[0].data_dir)
-        raise TestNetError(f"no consensus with {self.relays} HSDirs in time; is the machine overloaded?\n{tail}")
+        last = log_tail(self._auths[0].data_dir)
+        raise TestNetError(f"no consensus with {self.relays} HSDirs in time; is the machine overloaded?\n{last}")
 
     def _hsdir_count(self) -> int:
         """Running HSDirs in the consensus of the authority that knows fewest (clients may ask any)."""
@@ -329,9 +222,9 @@ class TestNet:
     def _load(self) -> None:
         try:
             data = json.loads(self._registry.read_text())
-            self._auths = [_Node(**_paths(d)) for d in data["authorities"]]
-            self._relays = [_Node(**_paths(d)) for d in data["relays"]]
-            self._clients = {c["name"]: ClientTor(**_paths(c)) for c in data["clients"]}
+            self._auths = [_Node(**paths(d)) for d in data["authorities"]]
+            self._relays = [_Node(**paths(d)) for d in data["relays"]]
+            self._clients = {c["name"]: ClientTor(**paths(c)) for c in data["clients"]}
         except FileNotFoundError as e:
             raise TestNetError(f"no test network under {self.root}: run `pasar testnet up` first") from e
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -350,7 +243,7 @@ class TestNet:
         if not self._registry.exists():
             return False
         self._load()
-        return self._ready and all(_is_ours(n.pid, n.torrc) for n in self._auths + self._relays)
+        return self._ready and all(is_ours(n.pid, n.torrc) for n in self._auths + self._relays)
 
     def torrc_files(self) -> list[Path]:
         torrcs = [n.torrc for n in self._auths + self._relays] + [c.torrc for c in self._clients.values()]
@@ -362,12 +255,12 @@ class TestNet:
         if not self.is_up():
             raise TestNetError(f"the test network under {self.root} is not up: run `pasar testnet up`")
         old = self._clients.get(name)
-        if old and _is_ours(old.pid, old.torrc):
+        if old and is_ours(old.pid, old.torrc):
             raise TestNetError(f"client {name} is already running (pid {old.pid}): stop it first")
         data_dir = self._net / "clients" / name
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         data_dir.chmod(0o700)
-        socks, control = _free_ports(2)
+        socks, control = free_ports(2)
         client = ClientTor(name, data_dir, socks, control, 0, data_dir / "control_auth_cookie", data_dir / "torrc")
         lines = [*self.member_torrc_lines(), *self._base_lines(data_dir), f"SocksPort 127.0.0.1:{socks}"]
         lines += [f"ControlPort 127.0.0.1:{control}", "CookieAuthentication 1", *(extra or [])]
@@ -381,15 +274,17 @@ class TestNet:
         self._clients[client.name] = client
         self._save()
         proc = self._procs[client.pid]
-        for _ in _ticks(timeout):
+        for _ in ticks(timeout):
             if notice.exists():
                 with open(notice, "rb") as fh:
                     fh.seek(offset)
                     if b"Bootstrapped 100%" in fh.read():
                         return client
             if proc.poll() is not None:
-                raise TestNetError(f"client tor {client.name} exited ({proc.returncode}):\n{_tail(client.data_dir)}")
-        raise TestNetError(f"client tor {client.name} did not bootstrap in {timeout:.0f} s:\n{_tail(client.data_dir)}")
+                raise TestNetError(f"client tor {client.name} exited ({proc.returncode}):\n{log_tail(client.data_dir)}")
+        raise TestNetError(
+            f"client tor {client.name} did not bootstrap in {timeout:.0f} s:\n{log_tail(client.data_dir)}"
+        )
 
     def restart_client(self, client: ClientTor, *, timeout: float = 60.0) -> ClientTor:
         self._stop_pids([(client.pid, client.torrc)])
@@ -419,14 +314,14 @@ class TestNet:
     def _stop_pids(self, targets: list[tuple[int, Path]]) -> None:
         """SIGTERM every target that is still ours, SIGKILL what is left after STOP_WAIT; reap our children."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            live = [(pid, torrc) for pid, torrc in targets if _is_ours(pid, torrc)]
+            live = [(pid, torrc) for pid, torrc in targets if is_ours(pid, torrc)]
             for pid, _ in live:
                 os.kill(pid, sig)
-            for _ in _ticks(STOP_WAIT):
+            for _ in ticks(STOP_WAIT):
                 for pid, _ in live:
                     if pid in self._procs:
                         self._procs[pid].poll()
-                live = [(pid, torrc) for pid, torrc in live if _is_ours(pid, torrc)]
+                live = [(pid, torrc) for pid, torrc in live if is_ours(pid, torrc)]
                 if not live:
                     break
             if not live:
@@ -436,5 +331,5 @@ class TestNet:
             proc = self._procs.pop(pid, None)
             if proc is not None:
                 proc.poll()
-        if any(_is_ours(pid, torrc) for pid, torrc in targets):
+        if any(is_ours(pid, torrc) for pid, torrc in targets):
             raise TestNetError(f"a tor of {self.root} survived SIGKILL; find it with `ps` and kill it by hand")
