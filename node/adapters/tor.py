@@ -132,8 +132,8 @@ class Tor:
                 control = self.settings.control
             self._session = _Session(_connect(control, self.settings.password), process)
             controller = self._session.controller
-            self.version = str(_control_call(controller.get_version)).split(" ")[0]
-            self.supports_pow = _control_call(controller.get_version) >= POW_VERSION
+            version = _control_call(controller.get_version)
+            self.version, self.supports_pow = str(version).split(" ")[0], version >= POW_VERSION
             self.socks = self._socks_endpoint(controller)
             self._listen(self._session, events, loop, progress)
         except (TorError, OSError, ValueError, stem.ControllerError) as exc:
