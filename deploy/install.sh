@@ -2,7 +2,9 @@
 # Install Pasar and everything it needs into ./.venv (idempotent; safe to re-run).
 #   deploy/install.sh           install only
 #   deploy/install.sh --test    also the test tools
-# System packages (Debian): python3-venv for the venv, tor for onion services.
+# System packages (Debian): python3-venv for the venv, tor for onion services;
+# with --test also chromium and firefox-esr for the browser tests (Playwright drives
+# the system chromium; no browser is ever downloaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,11 @@ want_test=0
 
 need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-command -v tor >/dev/null 2>&1 || need_apt+=(tor)
+command -v tor >/dev/null 2>&1 || [ -x /usr/sbin/tor ] || need_apt+=(tor)
+if [ "$want_test" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v firefox-esr >/dev/null 2>&1 || need_apt+=(firefox-esr)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo_cmd=""

@@ -25,7 +25,7 @@ from .errors import ConfigError, TorError
 from .market import access
 from .market.service import Limits, Market
 from .publish import Publisher
-from .web import admin, api, keys, middlewares, render
+from .web import admin, api, bodies, keys, middlewares, render
 from .web.auth import AdminAuth, make_guard
 from .web.pagecache import PageCache
 from .web.storefront import create_store_app, loopback_hosts
@@ -56,6 +56,11 @@ def read_token(config: Config) -> str:
     if len(token) < 32:
         raise ConfigError(f"{config.admin_token_path} is damaged: run `pasar init --new-token`")
     return token
+
+
+def request_limit(config: Config) -> int:
+    """The largest request body the admin listener accepts: a listing form with all its images."""
+    return config.max_images * config.max_image_bytes + 1024 * 1024
 
 
 def limits_from(config: Config) -> Limits:
@@ -102,7 +107,9 @@ async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -
 async def _start_listener(app: web.Application, record: dict[str, Any], runners: dict[str, web.AppRunner]) -> None:
     """Serve one store on its own loopback port; a failure marks only that store."""
     config, onion = app[keys.CONFIG], record["onion"]
-    runner = web.AppRunner(create_store_app(app, onion), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_store_app(app, onion), access_log=None, handle_signals=False, logger=middlewares.STORE_SERVER_LOG
+    )
     await runner.setup()
     port = record["port"] or 0
     try:
@@ -123,6 +130,17 @@ async def _start_listener(app: web.Application, record: dict[str, Any], runners:
     if app[keys.UNIX_TARGETS]:
         await _start_unix(app, runner, onion)
     log.info("store %s serving on %s", onion, app[keys.LISTENERS][onion])
+
+
+async def _stop_listener(app: web.Application, onion: str, runners: dict[str, web.AppRunner]) -> None:
+    """Stop one store's listener (a deleted store, or before it moves to another port)."""
+    runner = runners.pop(onion, None)
+    app[keys.LISTENERS].pop(onion, None)
+    target = app[keys.TARGETS].pop(onion, None)
+    if runner is not None:
+        await runner.cleanup()
+    if target is not None and target.startswith("unix:"):
+        Path(target.removeprefix("unix:")).unlink(missing_ok=True)
 
 
 async def _onion_spec(app: web.Application, record: dict[str, Any]) -> OnionSpec | str:
@@ -155,6 +173,17 @@ def _tor_ctx(tor: Tor) -> Any:
             if isinstance(spec, str):
                 app[keys.STATUS][record["onion"]] = spec
 
+        async def withdraw(record: dict[str, Any]) -> None:
+            await publisher.publish(record["onion"], None)
+            app[keys.STATUS].pop(record["onion"], None)
+
+        async def moved(record: dict[str, Any]) -> None:  # runs after the listener moved (or failed to)
+            onion, status = record["onion"], app[keys.STATUS].get(record["onion"], "")
+            await publisher.publish(onion, None)  # then afresh with the new target
+            if onion not in app[keys.TARGETS]:
+                app[keys.STATUS][onion] = status  # why the listener did not start
+            await update(record)
+
         market = app[keys.MARKET]
         for record in await market.stores():
             await update(record)
@@ -165,10 +194,14 @@ def _tor_ctx(tor: Tor) -> Any:
             raise
         market.on_store_created.append(update)
         market.on_access_changed.append(update)
+        market.on_store_deleted.insert(0, withdraw)  # before its listener stops
+        market.on_port_changed.append(moved)
         task = asyncio.create_task(publisher.run(), name="tor-publisher")
         yield
         market.on_store_created.remove(update)
         market.on_access_changed.remove(update)
+        market.on_store_deleted.remove(withdraw)
+        market.on_port_changed.remove(moved)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await tor.close()
@@ -184,8 +217,10 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
     store = storage or Storage(config.data_dir)
     runners: dict[str, web.AppRunner] = {}
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
-    max_body = config.max_images * config.max_image_bytes + 1024 * 1024
-    app = web.Application(middlewares=[middlewares.errors, make_guard(auth)], client_max_size=max_body)
+    max_body = request_limit(config)
+    app = web.Application(
+        middlewares=[middlewares.errors, make_guard(auth), bodies.parse_forms], client_max_size=max_body
+    )
     app.on_response_prepare.append(middlewares.admin_headers)
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth
@@ -218,9 +253,21 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         async def on_created(record: dict[str, Any]) -> None:
             await _start_listener(app, record, runners)
 
+        async def on_deleted(record: dict[str, Any]) -> None:
+            await _stop_listener(app, record["onion"], runners)
+            app[keys.STATUS].pop(record["onion"], None)
+
+        async def on_port_changed(record: dict[str, Any]) -> None:
+            await _stop_listener(app, record["onion"], runners)
+            await _start_listener(app, record, runners)
+
         market.on_store_created.append(on_created)
+        market.on_store_deleted.append(on_deleted)
+        market.on_port_changed.append(on_port_changed)
         yield
         market.on_store_created.remove(on_created)
+        market.on_store_deleted.remove(on_deleted)
+        market.on_port_changed.remove(on_port_changed)
         await asyncio.gather(*(r.cleanup() for r in runners.values()))
         runners.clear()
         for target in app[keys.TARGETS].values():

@@ -8,13 +8,14 @@ import getpass
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from . import config as cfg
@@ -23,14 +24,30 @@ from .errors import ConfigError, PasarError, ValidationError
 from .fsutil import atomic_write, make_private_dir
 from .market import importer
 
+if TYPE_CHECKING:
+    from .cli_backends import Backend
+
 log = logging.getLogger("pasar")
 Command = Callable[[argparse.Namespace, cfg.Config], Awaitable[int]]
 MIN_PASSWORD = 8
-IMPORT_BATCH = 50
+MAX_PROBLEMS = 50  # problems printed one per line before "... and N more"
 
 
 def out(text: str = "") -> None:
     print(text, flush=True)
+
+
+def _natural(key: str) -> list[int | str]:
+    """Sort "line 9" before "line 10", "[2].price_sat" before "[10].title"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def problem_lines(fields: dict[str, str], limit: int = MAX_PROBLEMS) -> list[str]:
+    """Each problem on its own line ("line 12: price_sat: is required"), at most ``limit`` and a count of the rest."""
+    lines = [f"{key}: {message}" for key, message in sorted(fields.items(), key=lambda kv: _natural(kv[0]))]
+    if len(lines) > limit:
+        return [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return lines
 
 
 # -- init --------------------------------------------------------------------
@@ -114,6 +131,56 @@ async def cmd_store_list(args: argparse.Namespace, config: cfg.Config) -> int:
     return 0
 
 
+def _confirm_delete(store: dict[str, Any], config: cfg.Config) -> None:
+    """Ask on a terminal; anything but "yes" deletes nothing."""
+    if not sys.stdin.isatty():
+        raise ConfigError(f"not deleting store {store['name']!r} without confirmation: add --yes")
+    out(f"Delete store {store['name']!r} ({store['address']})?")
+    out("Its onion address stops being published and its listener stops. Its folder, with its key,")
+    out(f"listings and images, moves to {config.data_dir / 'deleted'}/, from where it can be restored.")
+    if _ask('Type "yes" to delete it: ').strip().lower() != "yes":
+        raise ConfigError("not confirmed; nothing was deleted")
+
+
+def _ask(prompt: str) -> str:
+    """One answer from the terminal; Ctrl-C stops at once (asyncio's handler would wait), end of input is ""."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return input(prompt)
+    except EOFError:
+        return ""
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+async def cmd_store_delete(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    async with open_backend(config) as backend:
+        onion = await backend.resolve(args.store)
+        if not args.yes:
+            store = next(s for s in await backend.stores() if s["onion"] == onion)
+            _confirm_delete(store, config)  # blocks on purpose: nothing else runs meanwhile
+        gone = await backend.delete_store(onion)
+    out(f"deleted store {gone['name']!r} ({onion}.onion); its onion address is no longer published")
+    out(f"its key and data are in {gone['moved_to']}")
+    out(f"to restore it: stop the node, move that folder back to {config.data_dir / 'stores' / onion}, start the node")
+    return 0
+
+
+async def cmd_store_set_port(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .cli_backends import open_backend
+
+    async with open_backend(config) as backend:
+        store = await backend.set_port(await backend.resolve(args.store), args.port)
+    where = f"port {store['port']}" if store["port"] else "a free port at each start"
+    if store["status"] == "stopped":
+        out(f"store {store['address']} now uses {where}, from the next `pasar run`")
+    else:
+        out(f"store {store['address']} now uses {where}: {store['local_url'] or 'not listening'} ({store['status']})")
+    return 0
+
+
 # -- listings ----------------------------------------------------------------
 def _listing_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from .market import lineformats
@@ -178,12 +245,13 @@ async def cmd_listing_remove(args: argparse.Namespace, config: cfg.Config) -> in
 
 
 class Progress:
-    """A bar on a terminal; one line per step otherwise (logs, pipes)."""
+    """A bar on a terminal; one line per durable batch otherwise (logs, pipes)."""
 
     def __init__(self, total: int) -> None:
         self.total, self.tty = total, sys.stderr.isatty()
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, line: int) -> None:
+        """``done`` rows are stored, the last of them from CSV line ``line``."""
         if self.tty:
             width = 30
             filled = width * done // max(self.total, 1)
@@ -191,35 +259,90 @@ class Progress:
             if done >= self.total:
                 sys.stderr.write("\n")
         else:
-            sys.stderr.write(f"imported {done}/{self.total}\n")
+            sys.stderr.write(f"imported {done}/{self.total} (through line {line})\n")
         sys.stderr.flush()
 
 
+MAX_BATCH_BYTES = 32 * 1024 * 1024  # estimated JSON per import batch, and at most half of the request limit
+
+
+class _Importer:
+    """Writes checked rows in batches; knows how far it got when something fails."""
+
+    def __init__(self, backend: Backend, onion: str, rows: list[importer.Row]) -> None:
+        self.backend, self.onion, self.rows = backend, onion, rows
+        self.done = 0
+        self._image_ids: dict[Path, str] = {}  # a file used by many rows is uploaded once
+
+    async def _items(self, batch: list[importer.Row]) -> list[dict[str, Any]]:
+        items = []
+        for row in batch:
+            ids = []
+            for path in row.images:
+                if path not in self._image_ids:
+                    try:
+                        self._image_ids[path] = (await self.backend.add_image(self.onion, _read(path)))["id"]
+                    except ValidationError as exc:
+                        problem = "; ".join(exc.fields.values()) or exc.message
+                        raise ValidationError({f"line {row.line}: images": f"{path}: {problem}"}) from None
+                ids.append(self._image_ids[path])
+            items.append({**row.data, "images": ids})
+        return items
+
+    async def write(self, batch: list[importer.Row]) -> None:
+        try:
+            await self.backend.add_listings(self.onion, await self._items(batch))
+        except ValidationError as exc:  # "[3].price_sat" (or "price_sat" for one row) -> "line N: price_sat"
+            fields = {_row_field(batch, k): v for k, v in exc.fields.items()}
+            raise ValidationError(fields, f"{exc.headline}; {self._stopped(batch, refused=True)}") from None
+        except PasarError as exc:  # the node went away, a full disk, ...: say how far we got
+            raise PasarError(f"{exc.message.rstrip('.')}. {self._stopped(batch, refused=False)}") from None
+        self.done += len(batch)
+
+    def _stopped(self, batch: list[importer.Row], *, refused: bool) -> str:
+        stored = f"{self.done} of {len(self.rows)} rows were acknowledged as stored"
+        if self.done:
+            stored += f" (CSV lines {self.rows[0].line}-{self.rows[self.done - 1].line})"
+        first, last = batch[0].line, batch[-1].line
+        if refused:  # refused before the write: certainly not stored
+            return f"{stored}; lines {first}-{last} were not: fix them, then import the rest with `--from-line {first}`"
+        return (
+            f"{stored}. Lines {first}-{last} were being written and may or may not be stored: check with "
+            f"`pasar listing list`, then import the rest with `--from-line {first}` (or a later line)"
+        )
+
+
+def _row_field(batch: list[importer.Row], key: str) -> str:
+    if key.startswith("line "):  # already names its line
+        return key
+    if key.startswith("[") and "]" in key:
+        index, _, rest = key[1:].partition("]")
+        if index.isdigit() and int(index) < len(batch):
+            return f"line {batch[int(index)].line}: {rest.lstrip('.')}"
+    return f"line {batch[0].line}: {key}" if len(batch) == 1 else key
+
+
 async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .app import request_limit
     from .cli_backends import open_backend
 
     path = Path(args.file)
-    text = _read(path).decode("utf-8-sig", errors="strict")
-    rows = importer.parse(text, base_dir=path.parent, max_images=config.max_images, now=int(time.time()))
-    progress, done = Progress(len(rows)), 0
+    text = importer.decode(_read(path))
+    limits = importer.ImageLimits(max_bytes=config.max_image_bytes, max_side=config.max_image_side)
+    now = int(time.time())
+    rows = await asyncio.to_thread(
+        importer.parse, text, base_dir=path.parent, max_images=config.max_images, now=now, image_limits=limits,
+        from_line=args.from_line,
+    )  # fmt: skip
+    max_bytes = min(MAX_BATCH_BYTES, request_limit(config) // 2)
+    progress = Progress(len(rows))
     async with open_backend(config) as backend:
         onion = await backend.resolve(args.store)
-        for start in range(0, len(rows), args.batch):
-            batch = rows[start : start + args.batch]
-            items = []
-            for row in batch:
-                images = [(await backend.add_image(onion, _read(p)))["id"] for p in row.images]
-                items.append({**row.data, "images": images})
-            try:
-                await backend.add_listings(onion, items)
-            except ValidationError as exc:
-                first = batch[0].line
-                raise ValidationError(
-                    exc.fields, f"rows from line {first}: {exc.message}; {done} imported before"
-                ) from None
-            done += len(batch)
-            progress.update(done)
-    out(f"imported {done} listings into {onion}.onion")
+        run = _Importer(backend, onion, rows)
+        for batch in importer.batches(rows, max_bytes=max_bytes, fixed=args.batch):
+            await run.write(batch)
+            progress.update(run.done, batch[-1].line)
+    out(f"imported {run.done} listings into {onion}.onion")
     return 0
 
 
@@ -284,6 +407,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _line_number(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a line number from 1, got {text!r}")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """No abbreviations anywhere: "--store" must not be read as "--store-host".
 
@@ -315,7 +444,7 @@ def _common() -> _Parser:
 
 
 def _add_store_commands(sub: Any, common: _Parser) -> None:
-    store = sub.add_parser("store", parents=[common], help="create and list stores")
+    store = sub.add_parser("store", parents=[common], help="create, list and delete stores; change their ports")
     actions = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     p = actions.add_parser("create", parents=[common], help="create a store; prints its onion address")
     p.add_argument("name")
@@ -324,6 +453,16 @@ def _add_store_commands(sub: Any, common: _Parser) -> None:
     p = actions.add_parser("list", parents=[common], help="list stores")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_store_list)
+    p = actions.add_parser(
+        "delete", parents=[common], help="delete a store: unpublish it, move its folder (with its key) to deleted/"
+    )
+    p.add_argument("store", metavar="STORE", help="onion address, unique prefix or name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_store_delete)
+    p = actions.add_parser("set-port", parents=[common], help="change the loopback port of a store's listener")
+    p.add_argument("store", metavar="STORE", help="onion address, unique prefix or name")
+    p.add_argument("port", metavar="PORT", help='1024-65535, or "auto" for the next free port from store_port_base')
+    p.set_defaults(func=cmd_store_set_port)
 
 
 def _add_listing_commands(sub: Any, common: _Parser) -> None:
@@ -353,7 +492,12 @@ def _add_listing_commands(sub: Any, common: _Parser) -> None:
     p = actions.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
     p.add_argument("--store", required=True)
     p.add_argument("file", metavar="FILE.csv")
-    p.add_argument("--batch", type=_positive, default=IMPORT_BATCH, help="listings per atomic write (1-1000)")
+    p.add_argument(
+        "--batch", type=_positive, default=None,
+        help="listings per atomic write (1-1000); default: 50, then growing with the import (fast for big files)",
+    )  # fmt: skip
+    p.add_argument("--from-line", dest="from_line", type=_line_number, default=1, metavar="LINE",
+                   help="import only the rows starting on this line of the file or later (to resume)")  # fmt: skip
     p.set_defaults(func=cmd_listing_import)
 
 
@@ -392,8 +536,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "needs_init", True) and not (data_dir / "node.json").exists():
             raise ConfigError(f"{data_dir} is not initialised: run `pasar init` first")
         return int(asyncio.run(args.func(args, config)))
+    except ValidationError as exc:
+        print(f"pasar: error: {exc.headline}", file=sys.stderr)
+        for line in problem_lines(exc.fields):
+            print(f"  {line}", file=sys.stderr)
+        return 1
     except PasarError as exc:
         print(f"pasar: error: {exc.message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `pasar config | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a data dir that can't be made or read (/proc, permissions, a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pasar: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pasar: interrupted", file=sys.stderr)

@@ -31,6 +31,8 @@ class Backend(Protocol):
     async def add_listings(self, onion: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
     async def remove_listing(self, onion: str, listing_id: str) -> None: ...
     async def add_image(self, onion: str, data: bytes) -> dict[str, Any]: ...
+    async def delete_store(self, onion: str) -> dict[str, Any]: ...
+    async def set_port(self, onion: str, port: str) -> dict[str, Any]: ...
 
 
 class LocalBackend:
@@ -48,6 +50,7 @@ class LocalBackend:
             "seq": record["seq"],
             "local_url": url_for_host(self._config.store_host, port) if port else None,
             "status": "stopped",
+            "port": port,
         }
 
     async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +74,13 @@ class LocalBackend:
     async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
         return await self._market.add_image(onion, data)
 
+    async def delete_store(self, onion: str) -> dict[str, Any]:
+        gone = await self._market.delete_store(onion, onion)
+        return {"onion": gone.onion, "name": gone.name, "moved_to": str(gone.moved_to)}
+
+    async def set_port(self, onion: str, port: str) -> dict[str, Any]:
+        return self._summary(await self._market.set_port(onion, port))
+
 
 class RemoteError(PasarError):
     code = "remote"
@@ -87,13 +97,18 @@ class RemoteBackend:
                 if resp.status == 204:
                     return None
                 body = await resp.json(content_type=None)
+        except aiohttp.ClientConnectionError as exc:  # disconnected, reset, refused: the node went away
+            raise RemoteError(
+                f"the {self.where} stopped answering ({exc or type(exc).__name__}): it may have stopped or "
+                "crashed (see its log)"
+            ) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise RemoteError(f"cannot talk to the {self.where}: {exc or type(exc).__name__}") from None
         if resp.status >= 400:
             if not isinstance(body, dict):
                 raise RemoteError(f"the node answered HTTP {resp.status}")
             if isinstance(body.get("fields"), dict):  # same error as without a node running
-                raise ValidationError(body["fields"], body.get("error"))
+                raise ValidationError(body["fields"], body.get("summary"))
             error = RemoteError(str(body.get("error", f"HTTP {resp.status}")))
             error.status = resp.status
             raise error
@@ -119,6 +134,12 @@ class RemoteBackend:
 
     async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
         return await self._call("POST", f"/stores/{onion}/images", data=data)  # type: ignore[no-any-return]
+
+    async def delete_store(self, onion: str) -> dict[str, Any]:
+        return await self._call("DELETE", f"/stores/{onion}", json={"confirm": onion})  # type: ignore[no-any-return]
+
+    async def set_port(self, onion: str, port: str) -> dict[str, Any]:
+        return await self._call("PATCH", f"/stores/{onion}", json={"port": port})  # type: ignore[no-any-return]
 
 
 @asynccontextmanager

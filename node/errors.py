@@ -33,11 +33,13 @@ class ValidationError(BadRequest):
 
     def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
         self.fields = dict(fields)
+        # The line a CLI prints above the problems, one per line.
+        self.headline = message or f"invalid input: {len(self.fields)} problem(s)"
         summary = "; ".join(f"{k}: {v}" for k, v in sorted(self.fields.items()))
         super().__init__(message or f"invalid input ({summary})")
 
     def to_json(self) -> dict[str, object]:
-        return {**super().to_json(), "fields": self.fields}
+        return {**super().to_json(), "fields": self.fields, "summary": self.headline}
 
 
 class SignatureError(BadRequest):
@@ -99,3 +101,10 @@ class TorError(PasarError):
 
     status = 503
     code = "tor"
+
+
+class UnsupportedMediaType(PasarError):
+    """A body in a type or charset the endpoint does not read."""
+
+    status = 415
+    code = "unsupported_media_type"

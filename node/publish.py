@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Publisher:
     wanted: dict[str, OnionSpec] = field(default_factory=dict)
     _published: dict[str, OnionSpec] = field(default_factory=dict)  # what tor has now
     _uploading: set[str] = field(default_factory=set)  # an UPLOAD was seen since the last ADD_ONION
+    _upload_at: dict[str, float] = field(default_factory=dict)  # wall-clock time of the last UPLOAD seen
     _lost: asyncio.Event = field(default_factory=asyncio.Event)
     _connected: bool = False
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -141,6 +143,7 @@ class Publisher:
                 return
             try:
                 if onion in self._published:
+                    await self._next_revision_second(onion)
                     await self.tor.remove_onion(onion)
                     del self._published[onion]
                 if spec is None:
@@ -157,6 +160,19 @@ class Publisher:
             if name != onion:
                 await self._refuse(onion, name)
 
+    async def _next_revision_second(self, onion: str) -> None:
+        """Replace an onion only in a later second than its last descriptor upload.
+
+        tor's descriptor revision counter encodes whole seconds (since the start of
+        the shared-random period), and HSDirs refuse a descriptor whose revision is
+        not above the one they hold: a replacement uploaded in the same second as
+        the previous descriptor would be refused by every HSDir, leaving buyers the
+        old one (dead introduction points) until tor happens to upload again.
+        """
+        last = self._upload_at.get(onion)
+        if last is not None and (delay := math.floor(last) + 1 - time.time()) > 0:
+            await asyncio.sleep(delay)
+
     async def _refuse(self, onion: str, name: str) -> None:
         try:
             await self.tor.remove_onion(name)
@@ -171,6 +187,7 @@ class Publisher:
             return
         if action == "UPLOAD":
             self._uploading.add(name)
+            self._upload_at[name] = time.time()
         elif action == "UPLOADED" and name in self._uploading:
             if self.status.get(name) != "published":
                 log.info("store %s.onion published", name)

@@ -5,11 +5,16 @@ mid-write can leave half a file. This one writes a temp file, fsyncs it,
 renames it over the old one and fsyncs the directory. It keeps the parsed data
 in memory (TinyDB re-reads storage on every operation) and can group several
 TinyDB operations into one write with ``batch()``.
+
+A process killed between creating its temp file and the rename leaves that
+file behind (as big as the database); ``remove_stale_temp_files`` clears them
+when the data directory is next opened.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +24,36 @@ from tinydb.storages import Storage
 
 from ..errors import StorageError
 from ..fsutil import atomic_write
+
+# fsutil.atomic_write writes ``.<name>.<pid>.tmp`` beside the file it replaces.
+TEMP_NAME = re.compile(r"^\.[^/]+\.[0-9]+\.tmp$")
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete ``directory``'s files named like atomic_write's temp files; returns them.
+
+    Only for a directory whose writers all hold the data dir's lock, called by
+    the holder: then every such file was left by a writer that died (kill -9,
+    power cut). The pid in the name is not checked: after a crash, and across
+    reboots, pids are reused by unrelated processes.
+    """
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list {directory}: {exc.strerror}") from None
+    for path in entries:
+        if TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot remove the stale temp file {path}: {exc.strerror}; remove it") from None
+            removed.append(path)
+    return removed
 
 
 class AtomicJSONStorage(Storage):

@@ -7,6 +7,7 @@ Layout under the data directory::
     stores/<onion>/key        the store's 32-byte ed25519 seed (mode 0600)
     stores/<onion>/store.json profile, listings and the catalog ``seq``
     stores/<onion>/images/    re-encoded images, named by content hash
+    deleted/<onion>-<time>/   a deleted store's folder, as it was (move it back to restore)
 
 Every store has its own files, so no query can join two stores. TinyDB is not
 thread-safe: all access goes through ``_call``, which runs on one thread.
@@ -19,6 +20,7 @@ import copy
 import fcntl
 import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,8 +34,9 @@ from tinydb.table import Document
 
 from ..errors import ConfigError, Conflict, NodeBusy, NotFound, StorageError
 from ..fsutil import atomic_write, fsync_dir, make_private_dir
-from .jsonstore import AtomicJSONStorage
+from .jsonstore import AtomicJSONStorage, remove_stale_temp_files
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 # schema version -> function upgrading a store db from that version by one step.
@@ -130,6 +133,7 @@ class Storage:
         self.lock.acquire()
         opened = False
         try:
+            self._remove_leftovers()
             self._node = _open_db(self.data_dir / "node.json")
             self._check_schema(self._node, "node.json")
             for onion in self._store_dirs():
@@ -138,6 +142,24 @@ class Storage:
         finally:
             if not opened:  # release the lock and whatever was opened, whatever went wrong
                 self._close()
+
+    def _remove_leftovers(self) -> None:
+        """Temp files and half-made stores left by a crash (kill -9) of an earlier owner.
+
+        We hold the data dir's lock and every writer of these folders holds it
+        too, so nothing else can be writing them: whatever matches is stale.
+        """
+        dirs = [self.data_dir]
+        for store in self._store_dirs():
+            dirs += [self.stores_dir / store, self.stores_dir / store / "images"]
+        removed = [p for d in dirs for p in remove_stale_temp_files(d)]
+        if self.stores_dir.exists():
+            for half_made in self.stores_dir.glob(".new-*"):  # create_store cut off before its rename
+                shutil.rmtree(half_made, ignore_errors=True)
+                removed.append(half_made)
+        if removed:
+            names = ", ".join(p.name for p in removed)
+            log.info("removed %d file(s) left by an interrupted write: %s", len(removed), names)
 
     def _close(self) -> None:
         for db in self._dbs.values():
@@ -162,7 +184,9 @@ class Storage:
     def _check_schema(self, db: TinyDB, what: str) -> None:
         meta = _table(db, "meta")
         doc = meta.get(doc_id=1) or {}
-        version = int(doc.get("schema", 0))
+        version = doc.get("schema", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise StorageError(f"{what}: its schema version {version!r} is damaged; restore the file from a backup")
         if version > SCHEMA_VERSION:
             raise StorageError(f"{what} was written by a newer Pasar (schema {version}); upgrade")
         while version < SCHEMA_VERSION:
@@ -317,6 +341,53 @@ class Storage:
 
         await self._call(run)
 
+    async def set_port(self, onion: str, choose_port: Callable[[set[int]], int | None]) -> dict[str, Any]:
+        """Give the store the port ``choose_port`` picks from the ports other stores hold.
+
+        Like ``create_store``, the choice and the write are one storage job.
+        """
+
+        def run() -> dict[str, Any]:
+            db = self._db(onion)
+            used = {p for p in (self._store_record(o)["port"] for o in self._store_dirs() if o != onion) if p}
+            _table(db, "meta").update({"port": choose_port(used)}, doc_ids=[1])
+            return self._store_record(onion)
+
+        return await self._call(run)
+
+    async def delete_store(self, onion: str) -> Path:
+        """Move ``stores/<onion>`` (key, database, images) to ``deleted/<onion>-<UTC time>/``.
+
+        Nothing is destroyed: moving the folder back into ``stores/`` (named
+        ``<onion>``) while no node runs restores the store.
+        """
+
+        def run() -> Path:
+            source = self.stores_dir / onion
+            if not (source / "store.json").is_file():
+                raise NotFound(f"no store {onion}")
+            db = self._dbs.pop(onion, None)
+            if db is not None:
+                db.close()
+            trash = self.data_dir / "deleted"
+            make_private_dir(trash)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            target, n = trash / f"{onion}-{stamp}", 1
+            while target.exists():
+                n += 1
+                target = trash / f"{onion}-{stamp}-{n}"
+            try:
+                os.rename(source, target)
+            except OSError as exc:
+                raise StorageError(
+                    f"could not move store {onion} to {target} ({exc.strerror}); nothing was deleted"
+                ) from None
+            fsync_dir(self.stores_dir)
+            fsync_dir(trash)
+            return target
+
+        return await self._call(run)
+
     # -- listings --------------------------------------------------------
     async def listings(self, onion: str) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
@@ -330,14 +401,19 @@ class Storage:
         def run() -> int:
             db = self._db(onion)
             table = _table(db, "listings")
-            doc_ids = {doc["id"]: doc.doc_id for doc in table.all()}  # one scan per batch
+            # One pass over the stored dicts (no Document per row) and one table
+            # update for all replacements: a batch costs one scan, not one per row.
+            raw = (_storage(db).read() or {}).get("listings", {})
+            doc_ids = {doc["id"]: int(key) for key, doc in raw.items()}
+            replaced = {x["id"]: copy.deepcopy(x) for x in listings if x["id"] in doc_ids}
+            fresh = [copy.deepcopy(x) for x in listings if x["id"] not in doc_ids]
+
+            def replace(doc: dict[str, Any]) -> None:
+                doc.update(replaced[doc["id"]])
+
             with _storage(db).batch():
-                fresh = []
-                for listing in listings:
-                    if listing["id"] in doc_ids:
-                        table.update(copy.deepcopy(listing), doc_ids=[doc_ids[listing["id"]]])
-                    else:
-                        fresh.append(copy.deepcopy(listing))
+                if replaced:
+                    table.update(replace, doc_ids=[doc_ids[i] for i in replaced])
                 table.insert_multiple(fresh)
                 return self._bump_seq(db)
 

@@ -23,6 +23,9 @@ class Errors(dict[str, str]):
 def _clean_text(value: str, multiline: bool) -> str:
     value = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
     allowed = "\n\t" if multiline else ""
+    # Fast path: printable text has no control or format characters (category C) to drop.
+    if (value.replace("\n", "").replace("\t", "") if multiline else value).isprintable():
+        return value.strip()
     return "".join(c for c in value if c in allowed or unicodedata.category(c)[0] != "C").strip()
 
 

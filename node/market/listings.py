@@ -20,6 +20,8 @@ _COUPON = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TAG = re.compile(r"^[\w .&+-]{1,30}$")
+# A listing may end at most this far ahead (and so always before year 9999).
+MAX_EXPIRY_AHEAD = 10 * 366 * 86400
 
 
 def new_id() -> str:
@@ -112,6 +114,18 @@ def _tags(data: dict[str, Any], errors: f.Errors) -> list[str]:
     return sorted(set(tags))
 
 
+def _expiry(data: dict[str, Any], errors: f.Errors, now: int) -> int | None:
+    """Unix seconds in the future, at most ten years ahead; None = no end."""
+    value = f.integer(data, "expires_at", errors, minimum=1, maximum=2**63)
+    if value is None or "expires_at" in errors:
+        return None
+    if value <= now:
+        errors.add("expires_at", "must be in the future (clear it to keep the listing without an end)")
+    elif value > now + MAX_EXPIRY_AHEAD:
+        errors.add("expires_at", "must be at most 10 years ahead (clear it to keep the listing without an end)")
+    return value
+
+
 def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
     """Clean a listing as entered; raises ValidationError listing every problem."""
     if not isinstance(data, dict):
@@ -132,7 +146,7 @@ def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
         "inventory": f.integer(data, "inventory", errors, maximum=10**9),
         "min_qty": f.integer(data, "min_qty", errors, minimum=1, maximum=10**6, default=1),
         "max_qty": f.integer(data, "max_qty", errors, minimum=1, maximum=10**6),
-        "expires_at": f.integer(data, "expires_at", errors, minimum=1, maximum=2**41),
+        "expires_at": _expiry(data, errors, now),
         "coupons": _coupons(data, errors),
         "active": f.boolean(data, "active", errors, default=True),
     }
@@ -140,8 +154,6 @@ def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
         errors.add("images", "unknown image id: upload images first")
     if out["kind"] == "physical" and not out["shipping"] and "shipping" not in errors:
         errors.add("shipping", "a physical item needs at least one shipping option")
-    if out["expires_at"] is not None and out["expires_at"] <= now and "expires_at" not in errors:
-        errors.add("expires_at", "must be in the future (clear it to keep the listing without an end)")
     if out["max_qty"] is not None and out["min_qty"] and out["max_qty"] < out["min_qty"]:
         errors.add("max_qty", "must not be below min_qty")
     if out["variants"] and out["inventory"] is not None:

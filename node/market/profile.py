@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from .. import onion
@@ -10,6 +11,24 @@ from . import fields as f
 
 DISPLAY_UNITS = ("sat", "BTC", "mBTC")
 POLICIES = ("shipping", "returns", "terms", "privacy")
+
+
+def name_key(name: str) -> str:
+    """What two store names must not share: compared after NFKC, casefold and joined spaces.
+
+    ``Café``, ``CAFÉ`` and ``Cafe`` + a combining accent are one name; so are ``Straße`` and ``STRASSE``.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return " ".join(folded.split())
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a (non-empty) store name cannot be used, or None."""
+    if onion.is_address(name):
+        return "cannot be an onion address (a store is looked up by its address first)"
+    if name.strip() in (".", ".."):
+        return "cannot be '.' or '..' (they are not usable in a URL)"
+    return None
 
 
 def validate(data: Any, *, partial: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -35,8 +54,11 @@ def validate(data: Any, *, partial: dict[str, Any] | None = None) -> dict[str, A
             errors.add(f"moderators[{i}]", "must be a moderator's onion address")
         else:
             moderators.append(onion.normalize(m))
+    name = f.text(merged, "name", errors, max_len=80, required=True)
+    if name and (problem := _name_problem(name)):
+        errors.add("name", problem)
     out = {
-        "name": f.text(merged, "name", errors, max_len=80, required=True),
+        "name": name,
         "description": f.text(merged, "description", errors, max_len=2_000, multiline=True),
         "policies": policies,
         "moderators": sorted(set(moderators)),

@@ -40,6 +40,38 @@ class Limits:
     reserved_ports: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True)
+class DeletedStore:
+    onion: str
+    name: str
+    moved_to: Path  # <data-dir>/deleted/<onion>-<time>: move it back to stores/<onion> to restore
+
+
+MIN_STORE_PORT = 1024
+
+
+def _port_value(value: Any) -> int | None:
+    """A port number from JSON, a form or the CLI; None for ``"auto"``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and MIN_STORE_PORT <= value <= 65535:
+        return value
+    raise ValidationError({"port": f'must be a whole number from {MIN_STORE_PORT} to 65535, or "auto"'})
+
+
+def _ambiguous(ref: str, by_name: set[str], by_prefix: set[str]) -> str:
+    if len(by_name) > 1:
+        return (
+            f"{len(by_name)} stores are named {ref!r}: give the onion address instead "
+            "(see `pasar store list`), or rename one of them"
+        )
+    if len(by_prefix) > 1 and not by_name:
+        return f"{ref!r} begins {len(by_prefix)} stores' addresses; give more of the address"
+    return f"{ref!r} is one store's name and the start of another's address; give the full onion address"
+
+
 def next_port(used: set[int], base: int, reserved: frozenset[int]) -> int | None:
     """The lowest port from ``base`` not used by a store; None when base is 0."""
     if base == 0:
@@ -65,6 +97,12 @@ class Market:
         # Decoding images is memory-hungry: one at a time.
         self._image_slot = asyncio.Semaphore(1)
         self.on_store_created: list[Callable[[dict[str, Any]], Any]] = []
+        # Called with the store's last record after it was moved to deleted/.
+        self.on_store_deleted: list[Callable[[dict[str, Any]], Any]] = []
+        # Called with the store record after its port changed.
+        self.on_port_changed: list[Callable[[dict[str, Any]], Any]] = []
+        # Held by every write that must see all stores at once (names, ports, deletion).
+        self._stores_lock = asyncio.Lock()
         # Called with the store record after its onion-service options change.
         self.on_access_changed: list[Callable[[dict[str, Any]], Any]] = []
 
@@ -79,9 +117,11 @@ class Market:
         prof = P.validate(data)
         key = StoreKey.generate()
         lim = self.limits
-        record = await self._storage.create_store(
-            key.onion, key.seed, prof, lambda used: next_port(used, lim.store_port_base, lim.reserved_ports)
-        )
+        async with self._stores_lock:
+            await self._refuse_taken_name(prof["name"], None)
+            record = await self._storage.create_store(
+                key.onion, key.seed, prof, lambda used: next_port(used, lim.store_port_base, lim.reserved_ports)
+            )
         self._keys[key.onion] = key
         for callback in self.on_store_created:
             await callback(record)
@@ -94,26 +134,110 @@ class Market:
         return await self._storage.get_store(await self.resolve(ref))
 
     async def resolve(self, ref: str) -> str:
-        """A store by onion address, unique address prefix (6+) or exact name."""
-        ref = onion_math.normalize(ref)
+        """A store by its full onion address; else by exact name or unique address prefix (6+).
+
+        A full address always wins. Otherwise the name (compared with
+        ``profile.name_key`` on the ref as typed, so ``Shop.`` and
+        ``Best.onion`` are names) and the address prefix are looked up
+        together: when they point at different stores the ref is refused as
+        ambiguous, so no name can capture another store's address.
+        """
         stores = await self._storage.list_stores()
-        exact = [s["onion"] for s in stores if s["onion"] == ref]
-        by_prefix = [s["onion"] for s in stores if len(ref) >= 6 and s["onion"].startswith(ref)]
-        by_name = [s["onion"] for s in stores if s["profile"]["name"].casefold() == ref.casefold()]
-        for found in (exact, by_prefix, by_name):
-            if len(found) == 1:
-                return str(found[0])
-            if len(found) > 1:
-                raise Conflict(f"{ref!r} matches {len(found)} stores; give more of the address")
-        raise NotFound(f"no store matches {ref!r}")
+        address = onion_math.normalize(ref)
+        for s in stores:
+            if s["onion"] == address:
+                return str(s["onion"])
+        key = P.name_key(ref)
+        by_name = {str(s["onion"]) for s in stores if P.name_key(s["profile"]["name"]) == key}
+        by_prefix = {str(s["onion"]) for s in stores if len(address) >= 6 and s["onion"].startswith(address)}
+        found = by_name | by_prefix
+        if len(found) == 1:
+            return found.pop()
+        if not found:
+            raise NotFound(
+                f"no store matches {ref!r}: give its onion address, a unique prefix of it (6+ characters) "
+                "or its name (see `pasar store list`)"
+            )
+        raise Conflict(_ambiguous(ref, by_name, by_prefix))
+
+    async def _refuse_taken_name(self, name: str, own: str | None) -> None:
+        """A ValidationError if another store has this name, or the name begins another store's address."""
+        key, address = P.name_key(name), onion_math.normalize(name)
+        for s in await self._storage.list_stores():
+            if s["onion"] == own:
+                continue
+            if P.name_key(s["profile"]["name"]) == key:
+                raise ValidationError(
+                    {"name": f"another store is already named {s['profile']['name']!r} (ignoring case); choose another"}
+                )
+            if len(address) >= 6 and s["onion"].startswith(address):
+                raise ValidationError({"name": f"is the start of store {s['onion']}'s address; choose another"})
 
     async def update_profile(self, onion: str, data: dict[str, Any]) -> dict[str, Any]:
-        async with self._writing(onion):
+        async with self._stores_lock, self._writing(onion):
             current = (await self._storage.get_store(onion))["profile"]
             prof = P.validate(data, partial=current)
+            if P.name_key(prof["name"]) != P.name_key(current.get("name", "")):
+                await self._refuse_taken_name(prof["name"], onion)
             await self._storage.update_profile(onion, prof)
             self._changed(onion)
         return prof
+
+    async def update_store(self, onion: str, data: Any) -> dict[str, Any]:
+        """Profile fields and/or ``port``; both are checked before either is written. Returns the record."""
+        if not isinstance(data, dict) or "port" not in data:
+            await self.update_profile(onion, data)
+            return await self._storage.get_store(onion)
+        profile = {k: v for k, v in data.items() if k != "port"}
+        _port_value(data["port"])
+        if profile:
+            P.validate(profile, partial=(await self._storage.get_store(onion))["profile"])
+            await self.update_profile(onion, profile)
+        return await self.set_port(onion, data["port"])
+
+    async def set_port(self, onion: str, value: Any) -> dict[str, Any]:
+        """Move the store's listener to ``value``: a port (1024-65535) or ``"auto"``.
+
+        ``"auto"`` picks the lowest free port from ``store_port_base`` (with a
+        base of 0: a free port at each start). Returns the store record; the
+        ``on_port_changed`` callbacks move a running listener.
+        """
+        wanted, lim = _port_value(value), self.limits
+
+        def choose(used: set[int]) -> int | None:
+            if wanted is None:
+                return next_port(used, lim.store_port_base, lim.reserved_ports)
+            if wanted in lim.reserved_ports:
+                raise ValidationError({"port": f"{wanted} is the admin listener's port; choose another"})
+            if wanted in used:
+                raise ValidationError({"port": f"{wanted} is another store's port; choose another"})
+            return wanted
+
+        async with self._stores_lock, self._writing(onion):
+            before = (await self._storage.get_store(onion))["port"]
+            record = await self._storage.set_port(onion, choose)
+        if record["port"] != before:
+            for callback in self.on_port_changed:
+                await callback(record)
+        return record
+
+    async def delete_store(self, onion: str, confirm: Any) -> DeletedStore:
+        """Move the store's folder (key, listings, images) to ``deleted/``; its listener and onion stop.
+
+        ``confirm`` must be the store's full onion address, so a mistyped name
+        or prefix never deletes a store.
+        """
+        if not isinstance(confirm, str) or onion_math.normalize(confirm) != onion:
+            raise ValidationError({"confirm": "must be the store's full onion address, to confirm the deletion"})
+        async with self._stores_lock, self._writing(onion):
+            record = await self._storage.get_store(onion)
+            moved = await self._storage.delete_store(onion)
+            for cache in (self._keys, self._snapshots, self._generation, self._build_locks):
+                cache.pop(onion, None)
+        self._write_locks.pop(onion, None)
+        for callback in self.on_store_deleted:
+            await callback(record)
+        return DeletedStore(onion=onion, name=record["profile"]["name"], moved_to=moved)
 
     # -- onion-service access ----------------------------------------------
     @staticmethod
@@ -174,8 +298,19 @@ class Market:
         raise NotFound(f"no listing {listing_id!r} in this store")
 
     async def add_listings(self, onion: str, inputs: list[Any]) -> list[dict[str, Any]]:
-        """Validate all, then store all in one atomic write (or nothing)."""
-        now = self.now()
+        """Validate all, then store all in one atomic write (or nothing).
+
+        Validation runs in a worker thread: a batch of thousands of listings
+        (CSV import) must not stall the storefronts sharing this event loop.
+        """
+        out = await asyncio.to_thread(self._validate_new, inputs, self.now())
+        await self._check_images(onion, out)
+        await self._storage.put_listings(onion, out)
+        self._changed(onion)
+        return out
+
+    def _validate_new(self, inputs: list[Any], now: int) -> list[dict[str, Any]]:
+        """New listings (fresh ids) from ``inputs``; one ValidationError naming every problem (``[n].field``)."""
         problems: dict[str, str] = {}
         out = []
         for n, data in enumerate(inputs):
@@ -188,9 +323,6 @@ class Market:
             out.append({"id": L.new_id(), **clean, "created_at": now, "updated_at": now})
         if problems:
             raise ValidationError(problems)
-        await self._check_images(onion, out)
-        await self._storage.put_listings(onion, out)
-        self._changed(onion)
         return out
 
     async def add_listing(self, onion: str, data: Any) -> dict[str, Any]:

@@ -245,6 +245,12 @@ class TestNet:
         self._load()
         return self._ready and all(is_ours(n.pid, n.torrc) for n in self._auths + self._relays)
 
+    def hsdir_fingerprints(self) -> list[str]:
+        """The relays voted HSDir (every onion descriptor is uploaded to each of them): for ``HSFETCH ... SERVER=``."""
+        if not self._relays:
+            self._load()
+        return [r.fingerprint for r in self._relays]
+
     def torrc_files(self) -> list[Path]:
         torrcs = [n.torrc for n in self._auths + self._relays] + [c.torrc for c in self._clients.values()]
         return [t for t in torrcs if t.exists()]
@@ -311,6 +317,21 @@ class TestNet:
         clients = [(c.pid, c.torrc) for c in self._clients.values()]
         self._stop_pids(clients + [(n.pid, n.torrc) for n in self._relays + self._auths])
 
+    def _reap(self, pid: int) -> None:
+        """Wait for a tor this object started: is_ours() turns False when /proc drops its cmdline, before it exits.
+
+        (poll() then found it still running, under load, and the unreaped Popen raised a ResourceWarning.)
+        Our own unreaped child keeps its PID, so waiting on it by PID is safe.
+        """
+        proc = self._procs.pop(pid, None)
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            self._procs[pid] = proc
+            raise TestNetError(f"tor pid {pid} did not exit {STOP_WAIT:.0f}s after being stopped; see `ps`") from None
+
     def _stop_pids(self, targets: list[tuple[int, Path]]) -> None:
         """SIGTERM every target that is still ours, SIGKILL what is left after STOP_WAIT; reap our children."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -328,8 +349,6 @@ class TestNet:
                 break
             log.warning("tor pids %s outlived %s", [pid for pid, _ in live], sig.name)
         for pid, _ in targets:
-            proc = self._procs.pop(pid, None)
-            if proc is not None:
-                proc.poll()
+            self._reap(pid)
         if any(is_ours(pid, torrc) for pid, torrc in targets):
             raise TestNetError(f"a tor of {self.root} survived SIGKILL; find it with `ps` and kill it by hand")

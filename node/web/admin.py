@@ -10,7 +10,7 @@ from aiohttp import web
 from ..errors import PasarError, Unauthorized, ValidationError
 from ..market.listings import validate as validate_listing
 from ..market.service import Market
-from . import forms, keys
+from . import forms, keys, render
 from .api import store_summary, tor_state
 from .auth import COOKIE, set_session_cookie
 from .render import page
@@ -25,6 +25,12 @@ NOTICES = {
     "access-saved": "Onion service settings saved; the onion is being published again.",
     "client-added": "Client key added. Give the new key to the invited buyer.",
     "client-removed": "Client key removed; it no longer opens this store.",
+    "port-saved": "Port saved; the store's listener moved to it.",
+    "store-deleted": (
+        "Store deleted: its onion address is no longer published and its listener stopped. Its folder, "
+        "with its key, was moved to the deleted/ folder of the data directory (move it back into stores/ "
+        "while the node is stopped to restore it)."
+    ),
 }
 
 
@@ -96,6 +102,7 @@ async def _store_page(
             "profile": {**record["profile"], **(typed or {})},
             "listings": await market.listings(onion),
             "access": market.access_options(record),
+            "port_base": request.app[keys.CONFIG].store_port_base,
             "errors": errors,
         },
         status,
@@ -142,6 +149,32 @@ async def remove_client(request: web.Request) -> web.Response:
     onion = await market.resolve(request.match_info["store"])
     await market.remove_client(onion, request.match_info["client"])
     raise _see(request, "store", {"done": "client-removed"}, store=onion)
+
+
+async def update_port(request: web.Request) -> web.Response:
+    market = _market(request)
+    onion = await market.resolve(request.match_info["store"])
+    form = await request.post()
+    try:
+        await market.set_port(onion, str(form.get("port", "")))
+    except ValidationError as exc:
+        return await _store_page(request, onion, exc.fields, 422)
+    raise _see(request, "store", {"done": "port-saved"}, store=onion)
+
+
+async def delete_store_form(request: web.Request) -> web.Response:
+    """The confirmation page: what happens to the key, the onion and the listener."""
+    market = _market(request)
+    record = await market.store(request.match_info["store"])
+    ctx = {"store": store_summary(request, record), "data_dir": str(request.app[keys.CONFIG].data_dir)}
+    return _page(request, "store_delete.html", ctx)
+
+
+async def delete_store(request: web.Request) -> web.Response:
+    market = _market(request)
+    onion = await market.resolve(request.match_info["store"])
+    await market.delete_store(onion, str((await request.post()).get("confirm", "")))
+    raise _see(request, "dashboard", {"done": "store-deleted"})
 
 
 async def _uploads(request: web.Request, onion: str, errors: dict[str, str]) -> list[str]:
@@ -246,6 +279,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get(s, store, name="store")
     r.add_post(f"{s}/profile", update_profile, name="store-profile")
     r.add_post(f"{s}/access", update_access, name="store-access")
+    r.add_post(f"{s}/port", update_port, name="store-port")
+    r.add_get(f"{s}/delete", delete_store_form, name="store-delete")
+    r.add_post(f"{s}/delete", delete_store)
     r.add_post(f"{s}/clients", add_client, name="client-add")
     r.add_post(f"{s}/clients/{{client}}/delete", remove_client, name="client-remove")
     r.add_get(f"{s}/listings/new", new_listing, name="listing-new")
@@ -257,3 +293,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{s}/inventory", inventory)
     r.add_get(f"{s}/images/{{name}}", image, name="admin-image")
     r.add_get("/static/style.css", css, name="css")
+    r.add_get("/favicon.ico", render.no_favicon)

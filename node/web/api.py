@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -12,15 +11,9 @@ from ..errors import BadRequest, NotFound
 from ..market import access
 from ..market.service import Market
 from . import keys
+from .bodies import read_form, read_json
 
 PREFIX = "/api/v1"
-
-
-async def read_json(request: web.Request) -> Any:
-    try:
-        return await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body must be JSON") from None
 
 
 def _market(request: web.Request) -> Market:
@@ -41,6 +34,7 @@ def store_summary(request: web.Request, record: dict[str, Any]) -> dict[str, Any
         "local_url": request.app[keys.LISTENERS].get(onion),
         "status": request.app[keys.STATUS].get(onion, "stopped"),
         "invite_only": Market.access_options(record)["invite_only"],
+        "port": record["port"],  # saved; None = a free port at each start
     }
 
 
@@ -80,8 +74,19 @@ async def get_store(request: web.Request) -> web.Response:
 
 
 async def update_store(request: web.Request) -> web.Response:
-    profile = await _market(request).update_profile(await _store(request), await read_json(request))
-    return web.json_response(profile)
+    """Profile fields and/or ``"port"`` (a number or ``"auto"``; a running listener moves at once)."""
+    market, onion = _market(request), await _store(request)
+    record = await market.update_store(onion, await read_json(request))
+    return web.json_response(_detail(request, record))
+
+
+async def delete_store(request: web.Request) -> web.Response:
+    """``{"confirm": "<the store's onion address>"}``; moves the store's folder to ``<data-dir>/deleted/``."""
+    onion = await _store(request)
+    body = await read_json(request) if request.body_exists else {}
+    confirm = body.get("confirm") if isinstance(body, dict) else None
+    gone = await _market(request).delete_store(onion, confirm)
+    return web.json_response({"onion": gone.onion, "name": gone.name, "moved_to": str(gone.moved_to)})
 
 
 async def update_access(request: web.Request) -> web.Response:
@@ -155,7 +160,7 @@ async def upload_image(request: web.Request) -> web.Response:
     """Raw image bytes as the body, or multipart with an ``image`` file field."""
     onion = await _store(request)
     if request.content_type.startswith("multipart/"):
-        field = (await request.post()).get("image")
+        field = (await read_form(request)).get("image")
         if not isinstance(field, web.FileField):
             raise BadRequest("multipart upload needs a file field named 'image'")
         data = await asyncio.to_thread(field.file.read)
@@ -175,6 +180,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/stores", create_store)
     r.add_get(s, get_store, name="api-store")
     r.add_patch(s, update_store)
+    r.add_delete(s, delete_store)
     r.add_get(f"{PREFIX}/tor", get_tor, name="api-tor")
     r.add_patch(f"{s}/access", update_access, name="api-access")
     r.add_post(f"{s}/clients", add_client, name="api-clients")

@@ -1,8 +1,9 @@
 """Admin authentication: session cookie + CSRF for the UI, bearer token for the API.
 
 The admin listener binds to loopback only; on top of that every request must
-name that loopback address in ``Host`` (defeats DNS rebinding) and any
-``Origin`` must be the admin's own, so no web page can drive the admin.
+name that loopback address in ``Host`` (defeats DNS rebinding) and must not
+come from another web page (``origin.check_same_origin``: Fetch Metadata, then
+Origin), so no web page can drive the admin.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from aiohttp.typedefs import Middleware
 
 from ..crypto import check_password
 from ..errors import Forbidden, Unauthorized
+from .bodies import read_form
+from .origin import check_same_origin
 
 COOKIE = "pasar_admin"
 SESSION_TTL = 12 * 3600
-PUBLIC_PATHS = ("/login", "/static/")
+PUBLIC_PATHS = ("/login", "/static/", "/favicon.ico")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -88,9 +91,7 @@ class AdminAuth:
         # The raw header: aiohttp's request.host would look up this machine's name.
         if request.headers.get("Host", "").lower() not in self.allowed_hosts:
             raise Forbidden(f"the admin answers only as http://{sorted(self.allowed_hosts)[0]}")
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.removeprefix("http://") not in self.allowed_hosts:
-            raise Forbidden("cross-origin request refused")
+        check_same_origin(request, self.allowed_hosts)
 
 
 def set_session_cookie(response: web.StreamResponse, sid: str) -> None:
@@ -112,7 +113,7 @@ def make_guard(auth: AdminAuth) -> Middleware:
                 raise web.HTTPSeeOther("/login")
             raise Forbidden("not logged in (or the session expired): log in again")
         if request.method not in ("GET", "HEAD"):
-            form = await request.post()
+            form = await read_form(request)
             token = str(form.get("csrf", ""))
             if not hmac.compare_digest(token.encode(), session.csrf.encode()):
                 raise Forbidden("missing or wrong form token: reload the page and try again")

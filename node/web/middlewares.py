@@ -8,15 +8,34 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import PasarError, ValidationError
+from . import keys
 from .render import page
 
 log = logging.getLogger(__name__)
+
+
+class _WithoutBuyerData(logging.Filter):
+    """aiohttp's server logs a malformed request with its request line and a
+    traceback; on a store listener that line is what a buyer sent (a search,
+    a listing), so the record keeps only that something failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = "a storefront connection failed at the HTTP level (what the buyer sent is not logged)"
+        record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
+        # A malformed request is the sender's problem, not the node's: debug level.
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return STORE_SERVER_LOG.isEnabledFor(logging.DEBUG)
+
+
+# Store listeners' aiohttp servers log here instead of "aiohttp.server".
+STORE_SERVER_LOG = logging.getLogger("pasar.storefront.http")
+STORE_SERVER_LOG.addFilter(_WithoutBuyerData())
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CSP = "default-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'"
 HEADERS = {
     "Content-Security-Policy": CSP,
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -63,6 +82,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = "not_found" if exc.status == 404 else "http_error"
         return _render(request, exc.status, code, message, {"error": message, "code": code})
     except Exception as exc:  # rendered as a 500 and logged with its traceback
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        # A storefront's paths are what a buyer looked at: keep them out of the log.
+        where = "a storefront request" if keys.STORE in request.app else f"{request.method} {request.path}"
+        log.error("unhandled error on %s", where, exc_info=exc)
         message = "Something went wrong on this node; the operator can see the details in its log."
         return _render(request, 500, "internal", message, {"error": message, "code": "internal"})

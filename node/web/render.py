@@ -44,7 +44,13 @@ def markdown(text: str) -> Markup:
 
 
 def date(ts: int | None) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d") if ts else ""
+    """A day as YYYY-MM-DD; a stored value no calendar can show renders as "" rather than failing the page."""
+    if not ts:
+        return ""
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def make_env(templates_dir: Path) -> jinja2.Environment:
@@ -72,3 +78,8 @@ def render(request: web.Request, template: str, context: dict[str, Any]) -> str:
 
 def page(request: web.Request, template: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
     return web.Response(text=render(request, template, context), status=status, content_type="text/html")
+
+
+async def no_favicon(request: web.Request) -> web.Response:
+    """Browsers ask every site for /favicon.ico; answer "nothing here" without an error page."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from ..errors import Misdirected, NotFound
 from ..market.catalog import Snapshot, browse
-from . import keys, middlewares, render
+from . import bodies, keys, middlewares, render
+from .origin import check_same_origin
 
 CATALOG_PATH = "/.well-known/pasar/catalog.json"
 MAX_QUERY = 100
@@ -136,12 +137,16 @@ async def only_own_host(request: web.Request, handler: middlewares.Handler) -> w
     127.0.0.1 must not be able to read which store this node runs."""
     if request.headers.get("Host", "").lower() not in request.app[keys.HOSTS]:
         raise Misdirected("this listener serves one store, under its own address only")
+    hosts: set[str] = request.app[keys.HOSTS]
+    check_same_origin(request, hosts)
     return await handler(request)
 
 
 def create_store_app(parent: web.Application, onion: str) -> web.Application:
     """The storefront application of one store; shares the parent's market and templates."""
-    app = web.Application(middlewares=[middlewares.errors, only_own_host], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[middlewares.errors, only_own_host, bodies.parse_forms], client_max_size=64 * 1024
+    )
     app[keys.HOSTS] = {f"{onion}.onion", f"{onion}.onion:80"}  # + loopback names once bound
     app.on_response_prepare.append(middlewares.security_headers)
     app[keys.CONFIG] = parent[keys.CONFIG]
@@ -157,5 +162,6 @@ def create_store_app(parent: web.Application, onion: str) -> web.Application:
     app.router.add_get("/policies", policies, name="policies")
     app.router.add_get("/images/{name}", image, name="image")
     app.router.add_get("/static/style.css", css, name="css")
+    app.router.add_get("/favicon.ico", render.no_favicon)
     app.router.add_get(CATALOG_PATH, catalog, name="catalog")
     return app

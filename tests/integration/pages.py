@@ -13,7 +13,7 @@ _EXTERNAL = re.compile(
 _CSS_URL = re.compile(r"url\(\s*['\"]?\s*(?:[a-z]+:)?//", re.I)
 REQUIRED_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 

@@ -51,7 +51,7 @@ async def test_api_rejects_missing_and_wrong_tokens(running_node):
 
 async def test_api_reports_bad_bodies_clearly(running_node):
     async with aiohttp.ClientSession(running_node.admin_url, headers=running_node.auth) as s:
-        async with s.post("/api/v1/stores", data=b"{not json") as r:
+        async with s.post("/api/v1/stores", data=b"{not json", headers={"Content-Type": "application/json"}) as r:
             assert r.status == 400 and (await r.json())["code"] == "bad_request"
         async with s.post("/api/v1/stores", json={"name": ""}) as r:
             body = await r.json()

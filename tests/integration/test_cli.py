@@ -1,6 +1,7 @@
 """The real ``pasar`` command: offline against the data dir, and against a running node."""
 
 import json
+import os
 import stat
 
 from node import onion
@@ -105,8 +106,11 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     for args in cases:
         proc = node.cli(*args, check=False)
         assert proc.returncode == 1, args
-        assert proc.stderr.startswith("pasar: error: ") and proc.stderr.count("\n") == 1, proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("pasar: error: ") and "Traceback" not in proc.stderr, proc.stderr
+        # One line, or for invalid input one headline and one indented line per problem.
+        problems = proc.stderr.splitlines()[1:]
+        assert all(line.startswith("  ") for line in problems), proc.stderr
+        assert ("--price-sat" in args) == bool(problems), proc.stderr
 
 
 def test_bad_config_fails_at_start_with_one_line(tmp_path):
@@ -169,3 +173,70 @@ def test_testnet_status_and_down_on_an_empty_root(tmp_path):
     assert proc.returncode == 3 and "down" in proc.stdout
     proc = pasar(tmp_path / "d", "testnet", "down", "--root", str(root))
     assert "stopped" in proc.stdout
+
+
+# -- CSV import ----------------------------------------------------------------
+def _red_png(path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(path, format="PNG")
+    return path
+
+
+def _noise_png(path, side=200):
+    from PIL import Image
+
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path, format="PNG")
+    return path
+
+
+def _csv(tmp_path, lines):
+    path = tmp_path / "shop.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_import_with_a_bad_image_midway_writes_nothing_and_names_file_and_line(tmp_path):
+    node = make_node(tmp_path)
+    node.cli("store", "create", "Shop")
+    _red_png(tmp_path / "ok.png")
+    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    _noise_png(tmp_path / "huge.png")  # 120 KB, over the 50,000-byte limit set below
+    lines = ["title,price_sat,kind,images"] + [f"Item {i},5,digital,ok.png" for i in range(130)]
+    lines[101] = "Item 100,5,digital,logo.svg"
+    lines[121] = "Item 120,5,digital,ok.png;huge.png"
+    proc = node.cli(
+        "listing", "import", "--store", "Shop", str(_csv(tmp_path, lines)), check=False, PASAR_MAX_IMAGE_BYTES="50000"
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    problems = [line.strip() for line in proc.stderr.splitlines()[1:]]
+    assert [p.split(": ")[0] for p in problems] == ["line 102", "line 122"], proc.stderr
+    assert "logo.svg" in problems[0] and "huge.png" in problems[1] and "max_image_bytes" in problems[1]
+    assert json.loads(node.cli("listing", "list", "--store", "Shop", "--json").stdout) == []
+    assert list((next((node.data_dir / "stores").iterdir()) / "images").iterdir()) == []  # no image stored either
+
+
+def test_import_of_a_file_that_is_not_utf8_names_line_and_byte(tmp_path):
+    node = make_node(tmp_path)
+    node.cli("store", "create", "Shop")
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("title,price_sat,kind\nTea,5,digital\nCafé,6,digital\n".encode("latin-1"))
+    proc = node.cli("listing", "import", "--store", "Shop", str(path), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "line 3" in proc.stderr and "byte 38 " in proc.stderr and "save the file as UTF-8" in proc.stderr
+
+
+def test_import_through_the_node_uploads_each_image_once_and_resumes_from_a_line(running_node, tmp_path):
+    node = running_node
+    node.cli("store", "create", "Shop")
+    _red_png(tmp_path / "ok.png")
+    lines = ["title,price_sat,kind,images"] + [f"Item {i},{i + 1},digital,ok.png" for i in range(60)]
+    csv = _csv(tmp_path, lines)
+    proc = node.cli("listing", "import", "--store", "Shop", "--from-line", "32", str(csv))
+    assert "imported 30 listings" in proc.stdout
+    assert [line for line in proc.stderr.splitlines() if line.startswith("imported ")][-1] == (
+        "imported 30/30 (through line 61)"
+    )
+    items = json.loads(node.cli("listing", "list", "--store", "Shop", "--json").stdout)
+    assert sorted(i["price_sat"] for i in items) == list(range(31, 61))
+    assert len({tuple(i["images"]) for i in items}) == 1 and len(items[0]["images"]) == 1

@@ -166,6 +166,16 @@ def test_up_again_is_idempotent(net: TestNet) -> None:
     assert TestNet.attach(net.root).is_up()
 
 
+def test_a_stopped_child_is_reaped_while_proc_no_longer_shows_its_torrc(tmp_path: Path) -> None:
+    # An exiting tor loses its /proc cmdline before it can be waited for: is_ours() is already False, and
+    # a bare poll() left the Popen unreaped (a ResourceWarning, so an error, in a loaded test run).
+    network = TestNet(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    network._procs[child.pid] = child
+    network._stop_pids([(child.pid, tmp_path / "torrc")])  # not signalled: /proc does not name this torrc
+    assert child.returncode == 0
+
+
 def test_stale_registry_is_refused_and_foreign_pids_are_never_signalled(tmp_path: Path) -> None:
     stale = {"name": "auth0", "pid": os.getpid(), "torrc": str(tmp_path / "torrc"), "data_dir": str(tmp_path)}
     stale["or_port"] = 1

@@ -48,3 +48,179 @@ def test_missing_image_file_is_reported(tmp_path):
     with pytest.raises(ValidationError) as exc:
         parse("title,price_sat,kind,images\nA,5,digital,nope.jpg\n", tmp_path)
     assert "nope.jpg" in exc.value.fields["line 2: images"]
+
+
+# -- images: every file checked (format, bytes, pixels) before anything is written --
+LIMITS = importer.ImageLimits(max_bytes=20_000, max_side=400)
+
+
+def _png(path, size=(8, 8), noise=False):
+    import os
+
+    from PIL import Image
+
+    img = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)) if noise else Image.new("RGB", size, "red")
+    img.save(path, format="PNG")
+    return path
+
+
+def test_a_bad_image_anywhere_names_its_file_and_line(tmp_path):
+    _png(tmp_path / "ok.png")
+    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    big = _png(tmp_path / "big.png", size=(200, 200), noise=True)
+    assert big.stat().st_size > LIMITS.max_bytes
+    lines = ["title,price_sat,kind,images"] + [f"Item {i},5,digital,ok.png" for i in range(130)]
+    lines[101] = "Item 100,5,digital,ok.png;logo.svg"
+    lines[120] = "Item 119,5,digital,big.png"
+    with pytest.raises(ValidationError) as exc:
+        importer.parse("\n".join(lines) + "\n", base_dir=tmp_path, max_images=3, now=NOW, image_limits=LIMITS)
+    fields = exc.value.fields
+    assert set(fields) == {"line 102: images", "line 121: images"}
+    assert "logo.svg" in fields["line 102: images"] and "ok.png" not in fields["line 102: images"]
+    assert "big.png" in fields["line 121: images"] and "max_image_bytes" in fields["line 121: images"]
+    assert "nothing was imported" in exc.value.message
+
+
+def test_good_images_pass_and_each_file_is_checked_once(tmp_path, monkeypatch):
+    _png(tmp_path / "ok.png")
+    seen = []
+    real = importer.image_check.process
+
+    def counting(data, **kw):
+        seen.append(len(data))
+        return real(data, **kw)
+
+    monkeypatch.setattr(importer.image_check, "process", counting)
+    text = "title,price_sat,kind,images\n" + "".join(f"I{i},5,digital,ok.png\n" for i in range(20))
+    rows = importer.parse(text, base_dir=tmp_path, max_images=3, now=NOW, image_limits=LIMITS)
+    assert len(rows) == 20 and rows[0].images == [tmp_path / "ok.png"] and len(seen) == 1
+
+
+# -- header, encoding, lines ------------------------------------------------------
+def test_a_duplicate_header_column_is_refused_by_name(tmp_path):
+    with pytest.raises(ValidationError) as exc:
+        parse("title,price_sat,kind,price_sat\nA,5,digital,6\n", tmp_path)
+    assert "'price_sat' is columns 2 and 4" in exc.value.fields["header"]
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_line_and_offset():
+    data = "title,price_sat\nTea,5\nCafé,6\n".encode("latin-1")
+    with pytest.raises(ValidationError) as exc:
+        importer.decode(data)
+    offset = data.index(b"\xe9")
+    (message,) = exc.value.fields.values()
+    assert list(exc.value.fields) == ["line 3"]
+    assert f"byte {offset} of the file" in message and "column 4" in message and "UTF-8" in message
+    with pytest.raises(ValidationError) as exc:  # a BOM does not shift the offset
+        importer.decode(b"\xef\xbb\xbf" + data)
+    assert f"byte {offset + 3} " in exc.value.fields["line 3"]
+    with pytest.raises(ValidationError) as exc:
+        importer.decode("title\n".encode("utf-16"))
+    assert "UTF-16" in exc.value.fields["file"]
+    assert importer.decode(b"\xef\xbb\xbftitle\n") == "title\n"
+
+
+def test_an_oversized_cell_is_reported_on_the_line_its_row_starts(tmp_path):
+    import csv
+
+    huge = "\n".join(["x" * (csv.field_size_limit() // 3)] * 4)  # crosses the limit on its 4th line
+    text = f'title,price_sat,kind,description\nA,5,digital,ok\nB,5,digital,"{huge}"\nC,5,digital,ok\n'
+    with pytest.raises(ValidationError) as exc:
+        parse(text, tmp_path)
+    assert list(exc.value.fields) == ["line 3"]
+    assert "longer than" in exc.value.fields["line 3"]
+
+
+def test_a_row_spanning_lines_is_named_by_its_first_line(tmp_path):
+    text = 'title,price_sat,kind,description\nA,5,digital,"two\nlines"\nB,x,digital,"also\ntwo"\n\nC,5,digital,ok\n'
+    with pytest.raises(ValidationError) as exc:
+        parse(text, tmp_path)
+    assert list(exc.value.fields) == ["line 4: price_sat"]
+    rows = parse(text.replace(",x,", ",7,"), tmp_path)
+    assert [r.line for r in rows] == [2, 4, 7]
+
+
+def test_an_unclosed_quote_names_the_line_it_opens(tmp_path):
+    with pytest.raises(ValidationError) as exc:
+        parse('title,price_sat,kind\nA,5,digital\n"B,5,digital\nC,5,digital\n', tmp_path)
+    assert "never closed" in exc.value.fields["line 3"]
+
+
+def test_too_many_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_ROWS", 3)
+    parse("title,price_sat,kind\n" + "A,5,digital\n" * 3, tmp_path)
+    with pytest.raises(ValidationError, match="at most 3 rows"):
+        parse("title,price_sat,kind\n" + "A,5,digital\n" * 4, tmp_path)
+
+
+# -- batches ------------------------------------------------------------------------
+def _rows(n, size=100):
+    return [importer.Row(line=i + 2, data={}, images=[], size=size) for i in range(n)]
+
+
+def test_batches_double_so_a_big_import_rewrites_the_file_a_few_times():
+    rows = _rows(100_000)
+    sizes = [len(b) for b in importer.batches(rows, max_bytes=10**9)]
+    assert sum(sizes) == 100_000 and sizes[:4] == [50, 50, 100, 200]
+    assert len(sizes) <= 12
+    # Each batch rewrites everything stored so far: about 2x the final file in all (not n^2 / 100).
+    rewritten = sum(sum(sizes[: i + 1]) for i in range(len(sizes)))
+    assert rewritten <= 2.1 * 100_000
+
+
+def test_batches_keep_order_stay_within_bytes_and_honour_a_fixed_size():
+    rows = _rows(5000, size=1000)
+    batches = list(importer.batches(rows, max_bytes=300_000))
+    assert [r for b in batches for r in b] == rows
+    assert max(sum(r.size for r in b) for b in batches) <= 300_000
+    assert [len(b) for b in importer.batches(_rows(120), max_bytes=10**9, fixed=50)] == [50, 50, 20]
+    huge = [importer.Row(line=2, data={}, images=[], size=10**9)]
+    assert [len(b) for b in importer.batches(huge, max_bytes=1000)] == [1]  # one row always goes
+
+
+# -- the CLI's writer: what it says when a batch fails ----------------------------------
+class FakeBackend:
+    def __init__(self, fail_at, error):
+        self.calls, self.fail_at, self.error = 0, fail_at, error
+
+    async def add_listings(self, onion, items):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+        return items
+
+
+async def _write_all(backend, rows):
+    from node.cli import _Importer
+
+    run = _Importer(backend, "x", rows)
+    for batch in importer.batches(rows, max_bytes=10**9):
+        await run.write(batch)
+
+
+async def test_a_refused_batch_names_its_lines_and_where_to_resume(tmp_path):
+    rows = parse("title,price_sat,kind\n" + "A,5,digital\n" * 200, tmp_path)
+    error = ValidationError({"[1].price_sat": "too high", "[0].title": "taken"})
+    with pytest.raises(ValidationError) as exc:
+        await _write_all(FakeBackend(3, error), rows)  # batches: 50, 50, 100 -> the third is lines 102-201
+    assert exc.value.fields == {"line 103: price_sat": "too high", "line 102: title": "taken"}
+    assert "100 of 200 rows were acknowledged as stored (CSV lines 2-101)" in exc.value.message
+    assert "lines 102-201 were not" in exc.value.message and "--from-line 102" in exc.value.message
+
+
+async def test_a_node_gone_mid_import_says_what_was_stored(tmp_path):
+    from node.errors import PasarError
+
+    rows = parse("title,price_sat,kind\n" + "A,5,digital\n" * 200, tmp_path)
+    with pytest.raises(PasarError) as exc:
+        await _write_all(FakeBackend(2, PasarError("the running node stopped answering")), rows)
+    message = exc.value.message
+    assert message.startswith("the running node stopped answering. 50 of 200 rows were acknowledged as stored")
+    assert "Lines 52-101 were being written and may or may not be stored" in message
+    assert "--from-line 52" in message
+
+
+def test_resuming_from_a_line_skips_the_rows_before_it(tmp_path):
+    text = "title,price_sat,kind,images\n,bad,digital,nope.jpg\nB,5,digital\nC,6,digital\n"
+    rows = importer.parse(text, base_dir=tmp_path, max_images=3, now=NOW, image_limits=LIMITS, from_line=3)
+    assert [(r.line, r.data["title"]) for r in rows] == [(3, "B"), (4, "C")]

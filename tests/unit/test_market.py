@@ -123,9 +123,6 @@ async def test_resolve_by_address_prefix_and_name(market):
     assert await market.resolve("alpha") == a
     with pytest.raises(NotFound):
         await market.resolve("gamma")
-    await market.create_store({"name": "Alpha"})
-    with pytest.raises(Conflict):
-        await market.resolve("Alpha")
 
 
 def test_next_port():
@@ -206,3 +203,165 @@ async def test_update_racing_a_delete_does_not_resurrect(market):
         assert all(r is None or isinstance(r, (dict, NotFound)) for r in results)
         with pytest.raises(NotFound):
             await market.listing(onion, x["id"])
+
+
+# -- store names, deletion and ports (issue 7, "Stores") ----------------------
+
+
+@pytest.mark.parametrize("twin", ["ALPHA", "  alpha ", "Ａｌｐｈａ", "alpha\u200b"])
+async def test_a_second_store_with_the_same_name_is_refused(market, twin):
+    await market.create_store({"name": "Alpha"})
+    with pytest.raises(ValidationError) as exc:
+        await market.create_store({"name": twin})
+    assert "already named 'Alpha'" in exc.value.fields["name"]
+    assert len(await market.stores()) == 1
+
+
+async def test_casefold_not_lower_decides_what_is_the_same_name(market):
+    await market.create_store({"name": "Straße"})
+    with pytest.raises(ValidationError):
+        await market.create_store({"name": "STRASSE"})
+    await market.create_store({"name": "Cafe\u0301"})  # NFC makes it "Café"
+    with pytest.raises(ValidationError):
+        await market.create_store({"name": "CAFÉ"})
+
+
+async def test_concurrent_creation_of_one_name_makes_one_store(market):
+    results = await asyncio.gather(*(market.create_store({"name": "Twin"}) for _ in range(4)), return_exceptions=True)
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(isinstance(r, ValidationError) for r in results if not isinstance(r, dict))
+
+
+async def test_rename_to_another_stores_name_is_refused_but_recasing_your_own_is_fine(market):
+    a = (await market.create_store({"name": "Alpha"}))["onion"]
+    b = (await market.create_store({"name": "Beta"}))["onion"]
+    with pytest.raises(ValidationError) as exc:
+        await market.update_profile(b, {"name": "aLPHA"})
+    assert "already named" in exc.value.fields["name"]
+    assert (await market.store(b))["profile"]["name"] == "Beta"
+    assert (await market.update_profile(a, {"name": "ALPHA"}))["name"] == "ALPHA"
+    assert (await market.update_profile(a, {"vacation": True}))["vacation"] is True
+
+
+@pytest.mark.parametrize("name", ["Shop.", "Best.onion", "Corner Shop.ONION", "shop...", "a/b?c#d", "x.onion."])
+async def test_any_allowed_name_resolves_by_name(market, name):
+    onion = (await market.create_store({"name": name}))["onion"]
+    await market.create_store({"name": "Other"})
+    assert await market.resolve(name) == onion
+    assert await market.resolve(name.upper()) == onion
+
+
+async def test_a_name_cannot_be_an_onion_address_or_start_another_stores_address(market):
+    other = (await market.create_store({"name": "Other"}))["onion"]
+    for bad in (other, other + ".onion", other[:8], other[:6].upper() + ".onion"):
+        with pytest.raises(ValidationError) as exc:
+            await market.create_store({"name": bad})
+        assert "name" in exc.value.fields
+    for bad in (".", ".."):
+        with pytest.raises(ValidationError, match="URL"):
+            await market.create_store({"name": bad})
+    await market.create_store({"name": other[:5]})  # too short to be a prefix
+
+
+async def test_a_legacy_name_that_is_another_stores_prefix_is_ambiguous_not_captured(market):
+    a = (await market.create_store({"name": "A"}))["onion"]
+    b = (await market.create_store({"name": "B"}))["onion"]
+    await market._storage.update_profile(b, {**(await market.store(b))["profile"], "name": a[:8]})  # from before
+    with pytest.raises(Conflict, match="full onion address"):
+        await market.resolve(a[:8])
+    assert await market.resolve(a) == a and await market.resolve(b) == b
+    assert await market.resolve(a[:10]) == a
+
+
+async def test_legacy_duplicate_names_say_how_to_get_out(market):
+    a = (await market.create_store({"name": "Dup"}))["onion"]
+    b = (await market.create_store({"name": "Other"}))["onion"]
+    await market._storage.update_profile(b, {**(await market.store(b))["profile"], "name": "DUP"})
+    with pytest.raises(Conflict, match="rename one"):
+        await market.resolve("dup")
+    await market.update_profile(b, {"vacation": True})  # its own (duplicate) name is kept
+    await market.update_profile(b, {"name": "Renamed"})
+    assert await market.resolve("dup") == a
+
+
+async def test_delete_moves_the_folder_with_its_key_and_can_be_restored(tmp_path):
+    Storage.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    m = Market(storage, Limits(store_port_base=0))
+    deleted: list[str] = []
+
+    async def hook(record):
+        deleted.append(record["onion"])
+
+    m.on_store_deleted.append(hook)
+    keep = (await m.create_store({"name": "Keep"}))["onion"]
+    doomed = await m.create_store({"name": "Doomed"})
+    onion = doomed["onion"]
+    await m.add_listing(onion, item("Last one"))
+    seed = (tmp_path / "stores" / onion / "key").read_bytes()
+    for wrong in (None, "", "Doomed", onion[:10], keep):
+        with pytest.raises(ValidationError) as exc:
+            await m.delete_store(onion, wrong)
+        assert "confirm" in exc.value.fields
+    assert (tmp_path / "stores" / onion / "key").exists() and deleted == []
+    gone = await m.delete_store(onion, onion.upper() + ".onion")
+    assert deleted == [onion] and gone.name == "Doomed"
+    assert gone.moved_to.parent == tmp_path / "deleted" and gone.moved_to.name.startswith(onion + "-")
+    assert (gone.moved_to / "key").read_bytes() == seed and not (tmp_path / "stores" / onion).exists()
+    assert [s["onion"] for s in await m.stores()] == [keep]
+    for call in (m.resolve(onion), m.listings(onion), m.add_listing(onion, item()), m.delete_store(onion, onion)):
+        with pytest.raises(NotFound):
+            await call
+    await m.create_store({"name": "Doomed"})  # the name is free again
+    await storage.close()
+    (gone.moved_to).rename(tmp_path / "stores" / onion)  # restore: move it back with the node stopped
+    storage = Storage(tmp_path)
+    await storage.open()
+    try:
+        m = Market(storage, Limits(store_port_base=0))
+        assert [x["title"] for x in await m.listings(onion)] == ["Last one"]
+        assert (await m.key(onion)).onion == onion
+    finally:
+        await storage.close()
+
+
+async def test_ports_can_be_changed_and_are_checked(tmp_path):
+    Storage.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    try:
+        m = Market(storage, Limits(store_port_base=50200, reserved_ports=frozenset({50300})))
+        moved: list[tuple[str, int | None]] = []
+
+        async def hook(record):
+            moved.append((record["onion"], record["port"]))
+
+        m.on_port_changed.append(hook)
+        a = (await m.create_store({"name": "A"}))["onion"]
+        b = (await m.create_store({"name": "B"}))["onion"]
+        assert (await m.set_port(a, 50250))["port"] == 50250
+        assert (await m.set_port(b, "50251"))["port"] == 50251
+        for bad, why in (
+            (50250, "another store"),
+            (50300, "admin"),
+            (80, "1024"),
+            (70000, "1024"),
+            ("x", "auto"),
+            (True, "auto"),
+            (None, "auto"),
+            (1.5, "auto"),
+        ):
+            with pytest.raises(ValidationError, match=why):
+                await m.set_port(b, bad)
+        assert (await m.set_port(b, 50251))["port"] == 50251  # unchanged: no restart
+        assert (await m.set_port(a, "auto"))["port"] == 50200
+        assert moved == [(a, 50250), (b, 50251), (a, 50200)]
+        assert (await m.store(a))["port"] == 50200
+        record = await m.update_store(b, {"port": "auto", "description": "moved"})
+        assert record["port"] == 50201 and record["profile"]["description"] == "moved"
+        with pytest.raises(ValidationError):
+            await m.update_store(b, {"port": 1, "description": "not saved"})
+        assert (await m.store(b))["profile"]["description"] == "moved"
+    finally:
+        await storage.close()

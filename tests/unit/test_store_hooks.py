@@ -1,0 +1,96 @@
+"""The app's reaction to a deleted store or a new port, with tor replaced by a fake (publisher logic is real)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from node import config as cfg
+from node.adapters.store import Storage
+from node.adapters.tor import OnionSpec
+from node.app import create_app
+from node.market.service import Market
+from node.web import keys
+
+from .test_publish import FakeTor
+
+
+@dataclass
+class AppTor(FakeTor):
+    """Answers ADD_ONION with the store's real address (looked up from the market's keys)."""
+
+    market: Market | None = None
+    targets: dict[str, str] = field(default_factory=dict)
+
+    async def add_onion(self, spec: OnionSpec) -> str:
+        assert self.market is not None
+        name = next(o for o, k in self.market._keys.items() if k.add_onion_blob() == spec.key_blob)
+        self.calls.append(f"add {name}")
+        self.onions[name] = spec
+        self.targets[name] = spec.target
+        return name
+
+    async def close(self) -> None:
+        self.onions.clear()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[tuple[web.Application, AppTor]]:
+    Storage.initialise(tmp_path)
+    (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
+    config = cfg.load(tmp_path, flags={"store_port_base": "0"}, env={})
+    tor = AppTor()
+    app = create_app(config, tor=tor)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()  # enters the cleanup contexts: storage, market, listeners, tor
+    try:
+        yield app, tor
+    finally:
+        await runner.cleanup()
+
+
+async def test_deleting_a_store_withdraws_its_onion_and_stops_its_listener(node):
+    app, tor = node
+    market = app[keys.MARKET]
+    tor.market = market
+    keep = (await market.create_store({"name": "Keep"}))["onion"]
+    onion = (await market.create_store({"name": "Gone"}))["onion"]
+    assert set(tor.onions) == {keep, onion} and onion in app[keys.LISTENERS]
+    await market.delete_store(onion, onion)
+    assert f"remove {onion}" in tor.calls and set(tor.onions) == {keep}
+    assert onion not in app[keys.LISTENERS] and onion not in app[keys.TARGETS] and onion not in app[keys.STATUS]
+    assert onion not in app[keys.PUBLISHER].wanted and keep in app[keys.LISTENERS]
+
+
+async def test_a_new_port_moves_the_listener_and_republishes_the_onion(node):
+    app, tor = node
+    market = app[keys.MARKET]
+    tor.market = market
+    onion = (await market.create_store({"name": "Mover"}))["onion"]
+    before = app[keys.LISTENERS][onion]
+    assert tor.targets[onion] == before.removeprefix("http://")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await market.set_port(onion, port)
+    assert app[keys.LISTENERS][onion] == f"http://127.0.0.1:{port}"
+    assert tor.targets[onion] == f"127.0.0.1:{port}" and tor.calls[-2:] == [f"remove {onion}", f"add {onion}"]
+
+
+async def test_a_port_that_cannot_be_bound_says_so_and_unpublishes(node):
+    app, tor = node
+    market = app[keys.MARKET]
+    tor.market = market
+    onion = (await market.create_store({"name": "Blocked"}))["onion"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        await market.set_port(onion, taken.getsockname()[1])
+    assert app[keys.STATUS][onion].startswith("error: cannot listen on port")
+    assert onion not in tor.onions and onion not in app[keys.LISTENERS]
