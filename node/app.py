@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,21 @@ def read_token(config: Config) -> str:
 def request_limit(config: Config) -> int:
     """The largest request body the admin listener accepts: a listing form with all its images."""
     return config.max_images * config.max_image_bytes + 1024 * 1024
+
+
+def port_probe(host: str) -> Callable[[int], Awaitable[bool]]:
+    """Whether a store listener could bind ``host:port`` now (checked before a store's port is changed)."""
+
+    async def free(port: int) -> bool:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener binds
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+        return True
+
+    return free
 
 
 def limits_from(config: Config) -> Limits:
@@ -177,13 +193,6 @@ def _tor_ctx(tor: Tor) -> Any:
             await publisher.publish(record["onion"], None)
             app[keys.STATUS].pop(record["onion"], None)
 
-        async def moved(record: dict[str, Any]) -> None:  # runs after the listener moved (or failed to)
-            onion, status = record["onion"], app[keys.STATUS].get(record["onion"], "")
-            await publisher.publish(onion, None)  # then afresh with the new target
-            if onion not in app[keys.TARGETS]:
-                app[keys.STATUS][onion] = status  # why the listener did not start
-            await update(record)
-
         market = app[keys.MARKET]
         for record in await market.stores():
             await update(record)
@@ -195,13 +204,13 @@ def _tor_ctx(tor: Tor) -> Any:
         market.on_store_created.append(update)
         market.on_access_changed.append(update)
         market.on_store_deleted.insert(0, withdraw)  # before its listener stops
-        market.on_port_changed.append(moved)
+        market.on_port_changed.append(update)  # after the listener moved: a new target republishes
         task = asyncio.create_task(publisher.run(), name="tor-publisher")
         yield
         market.on_store_created.remove(update)
         market.on_access_changed.remove(update)
         market.on_store_deleted.remove(withdraw)
-        market.on_port_changed.remove(moved)
+        market.on_port_changed.remove(update)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await tor.close()
@@ -241,7 +250,7 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         await store.close()
 
     async def market_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[keys.MARKET] = Market(store, limits_from(config))
+        app[keys.MARKET] = Market(store, limits_from(config), port_free=port_probe(config.store_host))
         auth.password_hash = await store.admin_password_hash()
         yield
 

@@ -271,7 +271,8 @@ class _Importer:
 
     def __init__(self, backend: Backend, onion: str, rows: list[importer.Row]) -> None:
         self.backend, self.onion, self.rows = backend, onion, rows
-        self.done = 0
+        self.done = 0  # rows acknowledged: stored now, or skipped as stored before (same import key)
+        self.skipped = 0
         self._image_ids: dict[Path, str] = {}  # a file used by many rows is uploaded once
 
     async def _items(self, batch: list[importer.Row]) -> list[dict[str, Any]]:
@@ -286,18 +287,19 @@ class _Importer:
                         problem = "; ".join(exc.fields.values()) or exc.message
                         raise ValidationError({f"line {row.line}: images": f"{path}: {problem}"}) from None
                 ids.append(self._image_ids[path])
-            items.append({**row.data, "images": ids})
+            items.append({**row.data, "images": ids, **({"import_key": row.key} if row.key else {})})
         return items
 
     async def write(self, batch: list[importer.Row]) -> None:
         try:
-            await self.backend.add_listings(self.onion, await self._items(batch))
+            stored = await self.backend.add_listings(self.onion, await self._items(batch))
         except ValidationError as exc:  # "[3].price_sat" (or "price_sat" for one row) -> "line N: price_sat"
             fields = {_row_field(batch, k): v for k, v in exc.fields.items()}
             raise ValidationError(fields, f"{exc.headline}; {self._stopped(batch, refused=True)}") from None
         except PasarError as exc:  # the node went away, a full disk, ...: say how far we got
             raise PasarError(f"{exc.message.rstrip('.')}. {self._stopped(batch, refused=False)}") from None
         self.done += len(batch)
+        self.skipped += len(batch) - len(stored)
 
     def _stopped(self, batch: list[importer.Row], *, refused: bool) -> str:
         stored = f"{self.done} of {len(self.rows)} rows were acknowledged as stored"
@@ -307,8 +309,8 @@ class _Importer:
         if refused:  # refused before the write: certainly not stored
             return f"{stored}; lines {first}-{last} were not: fix them, then import the rest with `--from-line {first}`"
         return (
-            f"{stored}. Lines {first}-{last} were being written and may or may not be stored: check with "
-            f"`pasar listing list`, then import the rest with `--from-line {first}` (or a later line)"
+            f"{stored}. Lines {first}-{last} were being written and may or may not be stored: import the rest "
+            f"with `--from-line {first}`; this is safe, rows already stored are skipped (not stored twice)"
         )
 
 
@@ -342,7 +344,9 @@ async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> in
         for batch in importer.batches(rows, max_bytes=max_bytes, fixed=args.batch):
             await run.write(batch)
             progress.update(run.done, batch[-1].line)
-    out(f"imported {run.done} listings into {onion}.onion")
+    out(f"imported {run.done - run.skipped} listings into {onion}.onion")
+    if run.skipped:
+        out(f"{run.skipped} rows were already imported from this file and were skipped")
     return 0
 
 

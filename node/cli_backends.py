@@ -15,7 +15,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .adapters.store import Storage, read_lock_info
-from .app import limits_from, read_token, url_for_host
+from .app import limits_from, port_probe, read_token, url_for_host
 from .config import Config
 from .errors import NodeBusy, PasarError, StorageError, ValidationError
 from .market.service import Market
@@ -28,6 +28,7 @@ class Backend(Protocol):
     async def stores(self) -> list[dict[str, Any]]: ...
     async def resolve(self, ref: str) -> str: ...
     async def listings(self, onion: str) -> list[dict[str, Any]]: ...
+    # The listings stored: any whose ``import_key`` the store already held are left out (skipped).
     async def add_listings(self, onion: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
     async def remove_listing(self, onion: str, listing_id: str) -> None: ...
     async def add_image(self, onion: str, data: bytes) -> dict[str, Any]: ...
@@ -152,7 +153,7 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
             node_running = True
         else:
             node_running = False
-            yield LocalBackend(Market(storage, limits_from(config)), config)
+            yield LocalBackend(Market(storage, limits_from(config), port_free=port_probe(config.store_host)), config)
     finally:
         await storage.close()
     if not node_running:

@@ -143,7 +143,8 @@ class Publisher:
                 return
             try:
                 if onion in self._published:
-                    await self._next_revision_second(onion)
+                    if spec is not None:  # a replacement follows: its descriptor must be newer
+                        await self._next_revision_second(onion)
                     await self.tor.remove_onion(onion)
                     del self._published[onion]
                 if spec is None:

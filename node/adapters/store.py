@@ -26,6 +26,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +65,14 @@ def read_lock_info(data_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+@dataclass(frozen=True)
+class Put:
+    """What ``put_listings`` did: the store's new ``seq`` and the ids it skipped (import key already stored)."""
+
+    seq: int
+    skipped: list[str]
 
 
 class DataDirLock:
@@ -395,18 +404,36 @@ class Storage:
 
         return await self._call(run)
 
-    async def put_listings(self, onion: str, listings: list[dict[str, Any]]) -> int:
-        """Insert or replace listings (by ``id``) in one atomic write (import, restore)."""
+    async def put_listings(self, onion: str, listings: list[dict[str, Any]]) -> Put:
+        """Insert or replace listings (by ``id``) in one atomic write (import, restore).
 
-        def run() -> int:
+        A new listing whose ``import_key`` is already stored (or comes earlier
+        in ``listings``) is skipped, in the same job as the write: re-sending
+        an import batch that was stored before never duplicates it.
+        """
+
+        def run() -> Put:
             db = self._db(onion)
             table = _table(db, "listings")
             # One pass over the stored dicts (no Document per row) and one table
             # update for all replacements: a batch costs one scan, not one per row.
             raw = (_storage(db).read() or {}).get("listings", {})
             doc_ids = {doc["id"]: int(key) for key, doc in raw.items()}
+            keys = {doc["import_key"] for doc in raw.values() if doc.get("import_key")}
             replaced = {x["id"]: copy.deepcopy(x) for x in listings if x["id"] in doc_ids}
-            fresh = [copy.deepcopy(x) for x in listings if x["id"] not in doc_ids]
+            fresh, skipped = [], []
+            for x in listings:
+                if x["id"] in doc_ids:
+                    continue
+                key = x.get("import_key")
+                if key in keys:
+                    skipped.append(x["id"])
+                    continue
+                if key:
+                    keys.add(key)
+                fresh.append(copy.deepcopy(x))
+            if not replaced and not fresh:  # nothing to write
+                return Put(seq=int((_table(db, "meta").get(doc_id=1) or {}).get("seq", 0)), skipped=skipped)
 
             def replace(doc: dict[str, Any]) -> None:
                 doc.update(replaced[doc["id"]])
@@ -415,7 +442,7 @@ class Storage:
                 if replaced:
                     table.update(replace, doc_ids=[doc_ids[i] for i in replaced])
                 table.insert_multiple(fresh)
-                return self._bump_seq(db)
+                return Put(seq=self._bump_seq(db), skipped=skipped)
 
         return await self._call(run)
 

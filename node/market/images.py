@@ -81,7 +81,10 @@ def _too_large(described: str, limit: int, kind: str) -> ValidationError:
 
 def _accepts(accept: Callable[[bytes], bool | str] | None, prefix: bytes) -> bool:
     """Pillow's check of a file's first bytes (a string answer means the codec is missing)."""
-    found = accept(prefix) if accept else False
+    try:
+        found = accept(prefix) if accept else False
+    except (struct.error, IndexError, ValueError):  # some checks assume 4+ bytes: a tiny file is no image
+        return False
     return bool(found) and not isinstance(found, str)
 
 

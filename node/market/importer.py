@@ -11,6 +11,11 @@ fields use the line formats of ``lineformats`` with ``;`` between rows;
 Problems are keyed ``line N: field`` where N is the line of the file on which
 the row starts (a quoted cell may span several lines).
 
+Each row carries an idempotency key (``row_key``): a hash of its cells by
+column name plus how many identical rows came before it in the file. The
+store skips a row whose key it already holds, so importing a file again, or
+resuming a cut-off import with ``--from-line``, never stores a row twice.
+
 Rows are then written in batches (``batches``), each one atomic and
 acknowledged. The store is one JSON file rewritten whole per write, so batches
 grow with what is already imported: the bytes written stay proportional to
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -50,6 +57,7 @@ class Row:
     data: dict[str, Any]
     images: list[Path]
     size: int = 0  # rough size of the row as JSON, bytes (to keep a batch within a request)
+    key: str = ""  # idempotency key (row_key): the store skips a row whose key it already holds
 
 
 @dataclass(frozen=True)
@@ -151,12 +159,30 @@ def _size(cells: list[str]) -> int:
     return 600 + sum(len(c) if c.isascii() else 6 * len(c) for c in cells)
 
 
-def _row(line: int, header: list[str], cells: list[str], base_dir: Path, max_images: int, now: int) -> Row:
+def _cells(header: list[str], cells: list[str]) -> dict[str, str]:
+    return {name: value.strip() for name, value in zip(header, cells, strict=False)}
+
+
+def row_key(header: list[str], cells: list[str], seen: Counter[str]) -> str:
+    """``csv:<hash of the row's non-empty cells by column>:<n>``, n counting identical rows so far.
+
+    Content, not the file's bytes or line numbers: a file saved again by a
+    spreadsheet (other line endings, quoting, column order, a BOM) or with
+    rows added keeps its keys, and an edited row becomes a new listing. The
+    count keeps identical rows of one file apart (both are imported).
+    """
+    content = sorted((k, v) for k, v in _cells(header, cells).items() if v)
+    digest = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()[:32]
+    seen[digest] += 1
+    return f"csv:{digest}:{seen[digest]}"
+
+
+def _row(line: int, header: list[str], cells: list[str], base_dir: Path, max_images: int, now: int, key: str) -> Row:
     if len(cells) > len(header):
         raise ValidationError(
             {f"line {line}": "more cells than the header has columns (a comma inside a cell needs quotes)"}
         )
-    cell = {name: value.strip() for name, value in zip(header, cells, strict=False)}
+    cell = _cells(header, cells)
     try:
         data, paths = _row_data(cell, base_dir)
         listings.validate(dict(data, images=[]), max_images=max_images, now=now)
@@ -164,7 +190,7 @@ def _row(line: int, header: list[str], cells: list[str], base_dir: Path, max_ima
             raise ValidationError({"images": f"at most {max_images} images"})
     except ValidationError as exc:
         raise ValidationError({f"line {line}: {k}": v for k, v in exc.fields.items()}) from None
-    return Row(line, data, paths, _size(cells))
+    return Row(line, data, paths, _size(cells), key)
 
 
 def parse(
@@ -181,23 +207,24 @@ def parse(
     Image files must exist; with ``image_limits`` each one is also decoded by
     ``images.process`` (format, bytes, pixels), so a bad image fails the whole
     import before anything is written. Rows before ``from_line`` (an import
-    being resumed) are not checked.
+    being resumed) are not checked, only counted for the keys (``row_key``).
     """
     records = _records(text)
     first = next(records, None)
     header = _header(first[1] if first else [])
     rows: list[Row] = []
     problems: dict[str, str] = {}
-    count = 0
+    count, seen = 0, Counter[str]()
     try:
         for line, cells in records:
             count += 1
             if count > MAX_ROWS:
                 break
+            key = row_key(header, cells, seen)  # rows before from_line count too: keys match the first run
             if line < from_line:
                 continue
             try:
-                rows.append(_row(line, header, cells, base_dir, max_images, now))
+                rows.append(_row(line, header, cells, base_dir, max_images, now, key))
             except ValidationError as exc:
                 problems.update(exc.fields)
     except ValidationError as exc:  # unreadable CSV from here on: report it with what was found before

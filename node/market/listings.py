@@ -20,6 +20,9 @@ _COUPON = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TAG = re.compile(r"^[\w .&+-]{1,30}$")
+_IMPORT_KEY = re.compile(r"^[\x21-\x7e]{1,80}$")  # printable ASCII, no spaces
+# Kept by the store, never published: ``import_key`` says where an imported listing came from.
+PRIVATE_FIELDS = ("coupons", "active", "import_key")
 # A listing may end at most this far ahead (and so always before year 9999).
 MAX_EXPIRY_AHEAD = 10 * 366 * 86400
 
@@ -158,7 +161,10 @@ def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
         errors.add("max_qty", "must not be below min_qty")
     if out["variants"] and out["inventory"] is not None:
         errors.add("inventory", "with variants, set inventory per variant")
-    unknown = set(data) - set(out) - {"id", "created_at", "updated_at"}
+    key = data.get("import_key")  # checked here, kept by the caller (a new listing) or ignored (an edit)
+    if key is not None and not (isinstance(key, str) and _IMPORT_KEY.match(key)):
+        errors.add("import_key", "1-80 printable ASCII characters without spaces")
+    unknown = set(data) - set(out) - {"id", "created_at", "updated_at", "import_key"}
     if unknown:
         errors.add(sorted(unknown)[0], "unknown field")
     if errors:
@@ -179,7 +185,7 @@ def in_stock(listing: dict[str, Any]) -> bool:
 
 def public_view(listing: dict[str, Any]) -> dict[str, Any]:
     """The listing as published in the signed catalog, with its content hash."""
-    view = {k: v for k, v in listing.items() if k not in ("coupons", "active")}
+    view = {k: v for k, v in listing.items() if k not in PRIVATE_FIELDS}
     view["images"] = [{"id": i, "path": f"/images/{i}.jpg"} for i in listing["images"]]
     # Codes are short and guessable: even a hash would give them away. The
     # store checks a code at checkout; the catalog only says coupons exist.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,10 +85,19 @@ def next_port(used: set[int], base: int, reserved: frozenset[int]) -> int | None
 
 
 class Market:
-    def __init__(self, storage: Storage, limits: Limits, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.time,
+        port_free: Callable[[int], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``port_free(port)`` tells whether a store could listen on ``port`` (passed in by the app)."""
         self._storage = storage
         self.limits = limits
         self._clock = clock
+        self._port_free = port_free
         self._keys: dict[str, StoreKey] = {}
         self._snapshots: dict[str, catalog.Snapshot] = {}
         self._build_locks: dict[str, asyncio.Lock] = {}
@@ -173,47 +182,66 @@ class Market:
             if len(address) >= 6 and s["onion"].startswith(address):
                 raise ValidationError({"name": f"is the start of store {s['onion']}'s address; choose another"})
 
+    async def _checked_profile(self, onion: str, data: Any) -> dict[str, Any]:
+        """The store's new profile from ``data``, with every check (fields, name taken); writes nothing."""
+        current = (await self._storage.get_store(onion))["profile"]
+        prof = P.validate(data, partial=current)
+        if P.name_key(prof["name"]) != P.name_key(current.get("name", "")):
+            await self._refuse_taken_name(prof["name"], onion)
+        return prof
+
     async def update_profile(self, onion: str, data: dict[str, Any]) -> dict[str, Any]:
         async with self._stores_lock, self._writing(onion):
-            current = (await self._storage.get_store(onion))["profile"]
-            prof = P.validate(data, partial=current)
-            if P.name_key(prof["name"]) != P.name_key(current.get("name", "")):
-                await self._refuse_taken_name(prof["name"], onion)
+            prof = await self._checked_profile(onion, data)
             await self._storage.update_profile(onion, prof)
             self._changed(onion)
         return prof
 
     async def update_store(self, onion: str, data: Any) -> dict[str, Any]:
-        """Profile fields and/or ``port``; both are checked before either is written. Returns the record."""
+        """Profile fields and/or ``port``; every check runs before either is written. Returns the record."""
         if not isinstance(data, dict) or "port" not in data:
             await self.update_profile(onion, data)
             return await self._storage.get_store(onion)
         profile = {k: v for k, v in data.items() if k != "port"}
-        _port_value(data["port"])
+        async with self._stores_lock:
+            await self._check_port(onion, _port_value(data["port"]))
+            if profile:
+                await self._checked_profile(onion, profile)
         if profile:
-            P.validate(profile, partial=(await self._storage.get_store(onion))["profile"])
             await self.update_profile(onion, profile)
         return await self.set_port(onion, data["port"])
+
+    async def _check_port(self, onion: str, wanted: int | None) -> None:
+        """A ValidationError when ``wanted`` is the admin's port, another store's, or held by another program."""
+        if wanted is None:
+            return
+        if wanted in self.limits.reserved_ports:
+            raise ValidationError({"port": f"{wanted} is the admin listener's port; choose another"})
+        stores = await self._storage.list_stores()
+        if any(s["port"] == wanted for s in stores if s["onion"] != onion):
+            raise ValidationError({"port": f"{wanted} is another store's port; choose another"})
+        current = next((s["port"] for s in stores if s["onion"] == onion), None)
+        if wanted != current and self._port_free is not None and not await self._port_free(wanted):
+            raise ValidationError(
+                {"port": f"{wanted} is in use by another program on this machine; stop it or choose another port"}
+            )
 
     async def set_port(self, onion: str, value: Any) -> dict[str, Any]:
         """Move the store's listener to ``value``: a port (1024-65535) or ``"auto"``.
 
         ``"auto"`` picks the lowest free port from ``store_port_base`` (with a
-        base of 0: a free port at each start). Returns the store record; the
+        base of 0: a free port at each start). A port is checked before it is
+        saved (see ``_check_port``), so a running store is never moved to a
+        port it cannot listen on. Returns the store record; the
         ``on_port_changed`` callbacks move a running listener.
         """
         wanted, lim = _port_value(value), self.limits
 
         def choose(used: set[int]) -> int | None:
-            if wanted is None:
-                return next_port(used, lim.store_port_base, lim.reserved_ports)
-            if wanted in lim.reserved_ports:
-                raise ValidationError({"port": f"{wanted} is the admin listener's port; choose another"})
-            if wanted in used:
-                raise ValidationError({"port": f"{wanted} is another store's port; choose another"})
-            return wanted
+            return wanted if wanted is not None else next_port(used, lim.store_port_base, lim.reserved_ports)
 
         async with self._stores_lock, self._writing(onion):
+            await self._check_port(onion, wanted)
             before = (await self._storage.get_store(onion))["port"]
             record = await self._storage.set_port(onion, choose)
         if record["port"] != before:
@@ -302,12 +330,18 @@ class Market:
 
         Validation runs in a worker thread: a batch of thousands of listings
         (CSV import) must not stall the storefronts sharing this event loop.
+
+        A listing may carry an ``import_key`` (CSV import: the row's key); one
+        whose key the store already holds is skipped, atomically with the
+        write, so a batch sent again is harmless. Returns the listings stored:
+        ``len(inputs) - len(result)`` were skipped.
         """
         out = await asyncio.to_thread(self._validate_new, inputs, self.now())
         await self._check_images(onion, out)
-        await self._storage.put_listings(onion, out)
-        self._changed(onion)
-        return out
+        skipped = set((await self._storage.put_listings(onion, out)).skipped)
+        if len(skipped) < len(out):
+            self._changed(onion)
+        return [x for x in out if x["id"] not in skipped]
 
     def _validate_new(self, inputs: list[Any], now: int) -> list[dict[str, Any]]:
         """New listings (fresh ids) from ``inputs``; one ValidationError naming every problem (``[n].field``)."""
@@ -320,13 +354,18 @@ class Market:
                 prefix = f"[{n}]." if len(inputs) > 1 else ""
                 problems.update({prefix + k: v for k, v in exc.fields.items()})
                 continue
-            out.append({"id": L.new_id(), **clean, "created_at": now, "updated_at": now})
+            keyed = {"import_key": data["import_key"]} if data.get("import_key") is not None else {}
+            out.append({"id": L.new_id(), **clean, **keyed, "created_at": now, "updated_at": now})
         if problems:
             raise ValidationError(problems)
         return out
 
     async def add_listing(self, onion: str, data: Any) -> dict[str, Any]:
-        return (await self.add_listings(onion, [data]))[0]
+        """One new listing; Conflict if its ``import_key`` is already stored."""
+        stored = await self.add_listings(onion, [data])
+        if not stored:
+            raise Conflict(f"a listing with import_key {data['import_key']!r} is already in this store")
+        return stored[0]
 
     async def update_listing(self, onion: str, listing_id: str, data: Any) -> dict[str, Any]:
         async with self._writing(onion):

@@ -126,7 +126,12 @@ async def list_listings(request: web.Request) -> web.Response:
 
 
 async def add_listings(request: web.Request) -> web.Response:
-    """One listing object, or ``{"listings": [...]}`` stored in one atomic write."""
+    """One listing object, or ``{"listings": [...]}`` stored in one atomic write.
+
+    Each may carry an ``import_key``: a listing whose key is already stored is
+    skipped, so the reply (the listings stored) is then shorter than the
+    request; one listing alone answers 409 instead.
+    """
     onion, body = await _store(request), await read_json(request)
     if isinstance(body, dict) and set(body) == {"listings"} and isinstance(body["listings"], list):
         return web.json_response(await _market(request).add_listings(onion, body["listings"]), status=201)

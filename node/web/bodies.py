@@ -91,7 +91,8 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any]:
         raise BadRequest("form fields must be UTF-8 text") from None
     except LookupError as exc:
         raise UnsupportedMediaType(f"unknown charset in the form ({exc}): send UTF-8") from None
-    except (ValueError, HttpProcessingError) as exc:  # no boundary, bad part headers, ...
+    # No boundary, bad part headers; RuntimeError: an unknown Content-Transfer-Encoding in a part.
+    except (ValueError, RuntimeError, HttpProcessingError) as exc:
         if request.content_type.startswith("multipart/"):
             raise BadRequest(f"malformed multipart body ({exc})") from None
         raise BadRequest(f"malformed form body ({exc})") from None

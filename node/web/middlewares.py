@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -82,8 +83,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = "not_found" if exc.status == 404 else "http_error"
         return _render(request, exc.status, code, message, {"error": message, "code": code})
     except Exception as exc:  # rendered as a 500 and logged with its traceback
-        # A storefront's paths are what a buyer looked at: keep them out of the log.
-        where = "a storefront request" if keys.STORE in request.app else f"{request.method} {request.path}"
-        log.error("unhandled error on %s", where, exc_info=exc)
+        if keys.STORE in request.app:
+            # A storefront's paths, and messages that may quote what a buyer sent, stay out of the log:
+            # the exception's type and where it was raised are enough to find the bug.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("unhandled %s on a storefront request (details withheld)\n%s", type(exc).__name__, frames)
+        else:
+            log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         message = "Something went wrong on this node; the operator can see the details in its log."
         return _render(request, 500, "internal", message, {"error": message, "code": "internal"})

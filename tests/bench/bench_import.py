@@ -36,7 +36,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,19 +44,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-PASSWORD = "bench password 1234"
+from procs import BenchError, free_port, node_env, stop_process
+
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 IMPORT_TIMEOUT = 900.0
 TARGET_SECONDS = 60.0
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "wool linen oak brass clay honey tea cedar salt amber slate moss copper felt birch".split()
-
-
-class BenchError(Exception):
-    """Something broke (not "too slow"): the script exits non-zero with this message."""
 
 
 @dataclass
@@ -83,23 +77,12 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> None:
 
 
 # -- processes -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PASAR_")}
-    env.update(PASAR_DATA_DIR=str(data_dir), PASAR_ADMIN_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
-    env.update(PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning", **extra)
-    return env
 
 
 def pasar(data_dir: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "node", *args],
-        env=env_for(data_dir),
+        env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -109,19 +92,6 @@ def pasar(data_dir: Path, *args: str) -> str:
     if proc.returncode != 0:
         raise BenchError(f"pasar {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     return proc.stdout
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM by PID, then SIGKILL after STOP_TIMEOUT."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def proc_io_written(pid: int) -> int | None:
@@ -147,7 +117,7 @@ def running_node(data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(data_dir / "node.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "node", "run", "--no-tor", "--admin-port", str(port)],
-            env=env_for(data_dir),
+            env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
             stdout=subprocess.DEVNULL,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -185,7 +155,7 @@ def run_import(data_dir: Path, csv: Path, extra: list[str]) -> tuple[float, int,
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "node", "listing", "import", "--store", "Bench", *extra, str(csv)],
-            env=env_for(data_dir),
+            env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
             stdout=subprocess.DEVNULL,
             stderr=err,
             stdin=subprocess.DEVNULL,

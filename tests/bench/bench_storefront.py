@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,9 +47,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PASSWORD = "bench password 1234"
+from procs import BenchError, free_port, node_env, port_open, stop_process
+
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 MAX_REQUESTS = 2_000_000
 RPS_TARGET = 0.50
 RSS_TARGET_MB = 100.0
@@ -59,48 +58,9 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 
 
-class BenchError(Exception):
-    """Something broke (not "too slow"): the script exits non-zero with this message."""
-
-
 # -- helpers -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def node_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment without any PASAR_* setting, plus ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PASAR_")}
-    env.update(PASAR_DATA_DIR=str(data_dir), PASAR_ADMIN_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM by PID, then SIGKILL after ``timeout``; returns the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
-# Loopback only, and never through a proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

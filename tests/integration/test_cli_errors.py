@@ -26,27 +26,30 @@ def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("running", [False, True], ids=["data-dir", "through-node"])
-def test_import_prints_each_bad_line_and_writes_nothing(tmp_path, running):
+@pytest.fixture(params=[False, True], ids=["data-dir", "through-node"])
+def shop(request, tmp_path):
+    """A node with one store "Shop": commands open the data dir, or go through the running node."""
     node = make_node(tmp_path)
     node.cli("store", "create", "Shop")
-    if running:
+    if request.param:
         node.start()
-    try:
-        proc = node.cli("listing", "import", "--store", "Shop", str(bad_csv(tmp_path)), check=False)
-        assert proc.returncode == 1
-        assert_no_traceback(proc)
-        lines = proc.stderr.splitlines()
-        assert lines[0].startswith("pasar: error:") and "nothing was imported" in lines[0]
-        for row in range(2, 2 + BAD_ROWS):
-            assert any(f"line {row}: title: is required" in line for line in lines), (row, proc.stderr)
-            assert any(line.strip().startswith(f"line {row}: price_sat:") for line in lines), (row, proc.stderr)
-        # In file order: line 9 before line 10.
-        titles = [line for line in lines if "title: is required" in line]
-        assert titles == sorted(titles, key=lambda text: int(text.split()[1].rstrip(":")))
-        assert json.loads(node.cli("listing", "list", "--store", "Shop", "--json").stdout) == []
-    finally:
-        node.stop()
+    yield node
+    node.stop()
+
+
+def test_import_prints_each_bad_line_and_writes_nothing(tmp_path, shop):
+    proc = shop.cli("listing", "import", "--store", "Shop", str(bad_csv(tmp_path)), check=False)
+    assert proc.returncode == 1
+    assert_no_traceback(proc)
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("pasar: error:") and "nothing was imported" in lines[0]
+    for row in range(2, 2 + BAD_ROWS):
+        assert any(f"line {row}: title: is required" in line for line in lines), (row, proc.stderr)
+        assert any(line.strip().startswith(f"line {row}: price_sat:") for line in lines), (row, proc.stderr)
+    # In file order: line 9 before line 10.
+    titles = [line for line in lines if "title: is required" in line]
+    assert titles == sorted(titles, key=lambda text: int(text.split()[1].rstrip(":")))
+    assert json.loads(shop.cli("listing", "list", "--store", "Shop", "--json").stdout) == []
 
 
 def test_many_problems_are_capped_with_a_count(tmp_path):
@@ -58,22 +61,14 @@ def test_many_problems_are_capped_with_a_count(tmp_path):
     assert lines[-1] == "... and 150 more"
 
 
-@pytest.mark.parametrize("running", [False, True], ids=["data-dir", "through-node"])
-def test_listing_add_prints_each_field(tmp_path, running):
-    node = make_node(tmp_path)
-    node.cli("store", "create", "Shop")
-    if running:
-        node.start()
-    try:
-        proc = node.cli("listing", "add", "--store", "Shop", "--price-sat", "1.5", "--kind", "physical", check=False)
-        assert proc.returncode == 1
-        assert_no_traceback(proc)
-        problems = [line.strip() for line in proc.stderr.splitlines()[1:]]
-        assert "title: is required" in problems
-        assert any(p.startswith("price_sat: ") for p in problems)
-        assert any(p.startswith("shipping: ") for p in problems)
-    finally:
-        node.stop()
+def test_listing_add_prints_each_field(shop):
+    proc = shop.cli("listing", "add", "--store", "Shop", "--price-sat", "1.5", "--kind", "physical", check=False)
+    assert proc.returncode == 1
+    assert_no_traceback(proc)
+    problems = [line.strip() for line in proc.stderr.splitlines()[1:]]
+    assert "title: is required" in problems
+    assert any(p.startswith("price_sat: ") for p in problems)
+    assert any(p.startswith("shipping: ") for p in problems)
 
 
 def test_output_cut_short_by_a_pipe_is_not_a_traceback(tmp_path):

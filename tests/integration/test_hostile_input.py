@@ -148,6 +148,33 @@ async def test_form_posts_with_bad_charset_or_bytes_are_4xx(admin, store):
         assert r.status == 400 and "UTF-8" in await r.text()
 
 
+async def test_a_logged_in_form_post_works_with_null_origin(admin, running_node, api):
+    """The CSRF-guarded forms, not only the login, as Chromium and Firefox send them."""
+    session, csrf = admin
+    for headers in ({"Origin": "null", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {}):
+        name = f"Shop {len(headers)}"
+        async with session.post("/stores", data={"name": name, "csrf": csrf}, headers=headers) as r:
+            assert r.status == 200 and name in await r.text()
+    async with api.get("/api/v1/stores") as r:
+        assert sorted(s["name"] for s in await r.json()) == ["Shop 0", "Shop 3"]
+
+
+async def test_a_part_with_an_unknown_transfer_encoding_is_a_400_everywhere(running_node, store, api):
+    async with api.get(f"/api/v1/stores/{store}") as r:
+        local = (await r.json())["local_url"]
+    secret = "buyerpayload"
+    body = (
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"q\"\r\n"
+        b"Content-Transfer-Encoding: " + secret.encode() + b"\r\n\r\nx\r\n--XyZ--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=XyZ"}
+    async with aiohttp.ClientSession() as s:
+        for url in (f"{local}/", f"{local}/search", f"{running_node.admin_url}/login"):
+            async with s.post(url, data=body, headers=headers) as r:
+                assert r.status == 400, (url, r.status)
+    assert secret not in running_node.read_log()
+
+
 async def test_a_same_origin_form_post_works_with_real_null_or_no_origin(running_node):
     """Chromium and Firefox send ``Origin: null`` under Referrer-Policy: no-referrer."""
     variants = [

@@ -205,3 +205,10 @@ def test_huge_jpegs_decode_scaled_in_little_memory(tmp_path):
     result = json.loads(run.stdout)
     assert result["sizes"] == [[1600, 1600], [1600, 80]]
     assert result["grown_mb"] < 100, result
+
+
+@pytest.mark.parametrize("data", [b"", b"B", b"BM", b"\x00\x00", b"\xff\xd8", b"GIF8", b"RIFF"])
+def test_a_tiny_file_is_unreadable_not_a_crash(data: bytes) -> None:
+    with pytest.raises(ValidationError) as caught:
+        images.process(data, max_bytes=1 << 20, max_side=1600)
+    assert "image" in caught.value.fields

@@ -1,8 +1,10 @@
 """CSV import parsing: every bad line reported before anything is written."""
 
+import json
+
 import pytest
 
-from node.errors import ValidationError
+from node.errors import Conflict, ValidationError
 from node.market import importer
 
 NOW = 1_800_000_000
@@ -224,3 +226,68 @@ def test_resuming_from_a_line_skips_the_rows_before_it(tmp_path):
     text = "title,price_sat,kind,images\n,bad,digital,nope.jpg\nB,5,digital\nC,6,digital\n"
     rows = importer.parse(text, base_dir=tmp_path, max_images=3, now=NOW, image_limits=LIMITS, from_line=3)
     assert [(r.line, r.data["title"]) for r in rows] == [(3, "B"), (4, "C")]
+
+
+# -- idempotency: each row's import key ------------------------------------------------
+def test_row_keys_follow_content_not_bytes_or_lines(tmp_path):
+    text = "title,price_sat,kind\nA,5,digital\nB,6,digital\nA,5,digital\n"
+    keys = [r.key for r in parse(text, tmp_path)]
+    assert len(set(keys)) == 3 and all(k.startswith("csv:") and len(k) <= 80 for k in keys)
+    assert keys[0].endswith(":1") and keys[2] == keys[0][:-1] + "2"  # identical rows stay apart
+    # Saved again by a spreadsheet: BOM, CRLF, other column order, quotes, an extra empty column.
+    resaved = '\ufeffkind,title,price_sat,category\r\ndigital,"A",5,\r\ndigital,B,6,\r\ndigital,A, 5 ,\r\n'
+    assert [r.key for r in parse(resaved, tmp_path)] == keys
+    # A row added at the top moves every line but no key; an edited row gets a new one.
+    assert [r.key for r in parse(text.replace("kind\n", "kind\nNew,1,digital\n"), tmp_path)][1:] == keys
+    assert [r.key for r in parse(text.replace("B,6", "B,7"), tmp_path)][1] != keys[1]
+
+
+def test_resuming_from_a_line_gives_the_rows_the_keys_of_the_first_run(tmp_path):
+    text = "title,price_sat,kind\n" + "A,5,digital\n" * 4 + "B,5,digital\n"
+    everything = parse(text, tmp_path)
+    resumed = importer.parse(text, base_dir=tmp_path, max_images=3, now=NOW, from_line=4)
+    assert [r.key for r in resumed] == [r.key for r in everything[2:]]
+
+
+@pytest.mark.parametrize("bad", ["", " ", "a b", "x" * 81, "caf\u00e9", 7, ["k"], "tab\t"])
+def test_an_import_key_must_be_short_printable_ascii(bad):
+    from node.market import listings
+
+    with pytest.raises(ValidationError) as exc:
+        listings.validate({"title": "A", "price_sat": 5, "kind": "digital", "import_key": bad}, max_images=3, now=NOW)
+    assert "import_key" in exc.value.fields
+
+
+def test_the_import_key_is_kept_privately_never_published():
+    from node.market import listings
+
+    data = {"title": "A", "price_sat": 5, "kind": "digital", "import_key": "csv:" + "f" * 32 + ":1"}
+    clean = listings.validate(data, max_images=3, now=NOW)  # accepted (an edit sends it back unchanged)
+    view = listings.public_view({**clean, "id": "x", "import_key": data["import_key"]})
+    assert "import_key" not in view and "csv:" not in json.dumps(view)
+
+
+async def test_the_market_skips_listings_whose_import_key_is_stored(tmp_path):
+    from node.adapters.store import Storage
+    from node.market.service import Limits, Market
+
+    Storage.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    try:
+        market = Market(storage, Limits(store_port_base=0), clock=lambda: NOW)
+        onion = (await market.create_store({"name": "Shop"}))["onion"]
+        rows = [{"title": t, "price_sat": 5, "kind": "digital", "import_key": f"k{t}"} for t in "ABC"]
+        assert len(await market.add_listings(onion, rows[:2])) == 2
+        catalog_before = (await market.snapshot(onion)).envelope_bytes
+        stored = await market.add_listings(onion, rows)  # A and B again: only C is new
+        assert [x["title"] for x in stored] == ["C"] and stored[0]["import_key"] == "kC"
+        assert sorted(x["title"] for x in await market.listings(onion)) == ["A", "B", "C"]
+        assert b"import_key" not in (await market.snapshot(onion)).envelope_bytes != catalog_before
+        with pytest.raises(Conflict, match="kA"):  # one listing alone: a clear 409, not an empty reply
+            await market.add_listing(onion, rows[0])
+        with pytest.raises(ValidationError) as exc:
+            await market.add_listings(onion, [rows[0], {**rows[1], "import_key": "no spaces"}])
+        assert list(exc.value.fields) == ["[1].import_key"]
+    finally:
+        await storage.close()

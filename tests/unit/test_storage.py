@@ -47,8 +47,8 @@ async def test_store_round_trip_and_key_file_mode(storage, tmp_path):
 async def test_listings_persist_across_reopen_and_seq_increases(storage, tmp_path):
     key = await make_store(storage)
     seq0 = (await storage.get_store(key.onion))["seq"]
-    seq1 = await storage.put_listings(key.onion, [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}])
-    seq2 = await storage.put_listings(key.onion, [{"id": "a", "title": "A2"}])
+    seq1 = (await storage.put_listings(key.onion, [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}])).seq
+    seq2 = (await storage.put_listings(key.onion, [{"id": "a", "title": "A2"}])).seq
     seq3 = await storage.delete_listing(key.onion, "b")
     assert seq0 < seq1 < seq2 < seq3
     await storage.close()
@@ -61,6 +61,22 @@ async def test_listings_persist_across_reopen_and_seq_increases(storage, tmp_pat
             await again.delete_listing(key.onion, "b")
     finally:
         await again.close()
+
+
+async def test_put_listings_skips_an_import_key_already_stored(storage, tmp_path):
+    key = await make_store(storage)
+    first = await storage.put_listings(key.onion, [{"id": "a", "import_key": "k1"}, {"id": "b"}])
+    assert first.skipped == []
+    again = [{"id": "c", "import_key": "k1"}, {"id": "d", "import_key": "k2"}, {"id": "e", "import_key": "k2"}]
+    put = await storage.put_listings(key.onion, again)  # k1 stored before, k2 twice in one batch
+    assert put.skipped == ["c", "e"] and put.seq > first.seq
+    assert sorted(x["id"] for x in await storage.listings(key.onion)) == ["a", "b", "d"]
+    nothing = await storage.put_listings(key.onion, [{"id": "f", "import_key": "k2"}])
+    assert nothing.skipped == ["f"] and nothing.seq == put.seq  # nothing new: no write at all
+    # Replacing a stored listing (same id, e.g. new stock) is not a duplicate of itself.
+    stock = await storage.put_listings(key.onion, [{"id": "d", "import_key": "k2", "inventory": 3}])
+    assert stock.skipped == [] and {"id": "d", "import_key": "k2", "inventory": 3} in await storage.listings(key.onion)
+    assert len(await storage.listings(key.onion)) == 3
 
 
 async def test_second_process_is_refused(storage, tmp_path):

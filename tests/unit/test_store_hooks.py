@@ -15,6 +15,7 @@ from node import config as cfg
 from node.adapters.store import Storage
 from node.adapters.tor import OnionSpec
 from node.app import create_app
+from node.errors import ValidationError
 from node.market.service import Market
 from node.web import keys
 
@@ -83,11 +84,31 @@ async def test_a_new_port_moves_the_listener_and_republishes_the_onion(node):
     assert tor.targets[onion] == f"127.0.0.1:{port}" and tor.calls[-2:] == [f"remove {onion}", f"add {onion}"]
 
 
-async def test_a_port_that_cannot_be_bound_says_so_and_unpublishes(node):
+async def test_a_port_another_program_holds_is_refused_and_the_store_stays_up(node):
     app, tor = node
     market = app[keys.MARKET]
     tor.market = market
     onion = (await market.create_store({"name": "Blocked"}))["onion"]
+    before = (app[keys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValidationError) as caught:
+            await market.set_port(onion, port)
+        assert "in use by another program" in caught.value.fields["port"]
+        with pytest.raises(ValidationError):  # with a profile change, nothing of it is saved either
+            await market.update_store(onion, {"name": "Renamed", "port": port})
+    assert (app[keys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions)) == before
+    assert (await market.store(onion))["profile"]["name"] == "Blocked"
+
+
+async def test_a_port_taken_between_check_and_bind_says_so_and_unpublishes(node):
+    app, tor = node
+    market = app[keys.MARKET]
+    tor.market = market
+    market._port_free = None  # the race: another program binds the port right after the check
+    onion = (await market.create_store({"name": "Raced"}))["onion"]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
