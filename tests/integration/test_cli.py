@@ -3,6 +3,10 @@
 import json
 import os
 import stat
+import urllib.error
+import urllib.request
+
+import pytest
 
 from node import onion
 
@@ -240,3 +244,63 @@ def test_import_through_the_node_uploads_each_image_once_and_resumes_from_a_line
     items = json.loads(node.cli("listing", "list", "--store", "Shop", "--json").stdout)
     assert sorted(i["price_sat"] for i in items) == list(range(31, 61))
     assert len({tuple(i["images"]) for i in items}) == 1 and len(items[0]["images"]) == 1
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["node-stopped", "node-running"])
+def test_importing_the_same_file_twice_stores_each_row_once(node_factory, tmp_path, running):
+    node = node_factory()
+    if running:
+        node.start()
+    address = node.cli("store", "create", "Shop").stdout.strip()
+    _red_png(tmp_path / "ok.png")
+    lines = ["title,price_sat,kind,images"] + [f"Item {i},{i + 1},digital,ok.png" for i in range(120)]
+    lines.append(lines[1])  # the same row twice in one file: two listings, as the merchant wrote it
+    csv = _csv(tmp_path, lines)
+    first = node.cli("listing", "import", "--store", "Shop", str(csv))
+    assert "imported 121 listings" in first.stdout and "skipped" not in first.stdout
+    again = node.cli("listing", "import", "--store", "Shop", str(csv))
+    assert "imported 0 listings" in again.stdout, again.stdout
+    assert "121 rows were already imported from this file and were skipped" in again.stdout
+    _csv(tmp_path, [*lines, "Item new,999,digital,ok.png"])  # the file grew: only the new row is stored
+    grown = node.cli("listing", "import", "--store", "Shop", str(csv))
+    assert "imported 1 listings" in grown.stdout and "121 rows were already imported" in grown.stdout
+    items = json.loads(node.cli("listing", "list", "--store", "Shop", "--json").stdout)
+    prices = sorted(i["price_sat"] for i in items)
+    assert prices == sorted([*range(1, 121), 1, 999]), prices
+    assert len({i["import_key"] for i in items}) == len(items)  # kept privately by the store...
+    if running:  # ...and never in the signed public catalog
+        req = urllib.request.Request(f"{node.admin_url}/api/v1/stores/{address}/catalog", headers=node.auth)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            catalog = resp.read().decode()
+        assert "Item new" in catalog and "import_key" not in catalog and items[0]["import_key"] not in catalog
+
+
+def test_the_api_validates_an_import_key_and_answers_a_repeated_one(running_node):
+    node = running_node
+    address = node.cli("store", "create", "Shop").stdout.strip()
+
+    def post(body):
+        req = urllib.request.Request(
+            f"{node.admin_url}/api/v1/stores/{address}/listings",
+            data=json.dumps(body).encode(),
+            headers={**node.auth, "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    tea = {"title": "Tea", "price_sat": 5, "kind": "digital", "import_key": "orders-2026:17"}
+    cake = {**tea, "title": "Cake", "import_key": "orders-2026:18"}
+    status, stored = post({"listings": [tea, cake]})
+    assert status == 201 and [x["title"] for x in stored] == ["Tea", "Cake"]
+    status, stored = post({"listings": [tea, cake, {**tea, "title": "Pie", "import_key": "x"}]})
+    assert status == 201 and [x["title"] for x in stored] == ["Pie"]  # the reply: what was stored
+    status, error = post(tea)  # one listing alone: refused, saying why
+    assert status == 409 and "orders-2026:17" in error["error"], error
+    status, error = post({"listings": [{**tea, "import_key": "k" * 81}, {**tea, "import_key": 5}]})
+    assert status == 422 and set(error["fields"]) == {"[0].import_key", "[1].import_key"}, error
+    titles = [i["title"] for i in json.loads(node.cli("listing", "list", "--store", address, "--json").stdout)]
+    assert sorted(titles) == ["Cake", "Pie", "Tea"]

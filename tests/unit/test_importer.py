@@ -219,7 +219,27 @@ async def test_a_node_gone_mid_import_says_what_was_stored(tmp_path):
     message = exc.value.message
     assert message.startswith("the running node stopped answering. 50 of 200 rows were acknowledged as stored")
     assert "Lines 52-101 were being written and may or may not be stored" in message
-    assert "--from-line 52" in message
+    assert "--from-line 52`; this is safe, rows already stored are skipped" in message
+
+
+async def test_the_writer_sends_each_rows_key_and_counts_the_rows_skipped(tmp_path):
+    from node.cli import _Importer
+
+    class Dedup:
+        def __init__(self):
+            self.keys = set()
+
+        async def add_listings(self, onion, items):
+            fresh = [x for x in items if x["import_key"] not in self.keys]
+            self.keys |= {x["import_key"] for x in items}
+            return fresh
+
+    backend, rows = Dedup(), parse("title,price_sat,kind\n" + "A,5,digital\n" * 120, tmp_path)
+    for attempt in (rows[:70], rows):  # cut off after 70 rows, then the whole file again
+        run = _Importer(backend, "x", attempt)
+        for batch in importer.batches(attempt, max_bytes=10**9):
+            await run.write(batch)
+    assert (run.done, run.skipped) == (120, 70) and len(backend.keys) == 120
 
 
 def test_resuming_from_a_line_skips_the_rows_before_it(tmp_path):
@@ -236,7 +256,7 @@ def test_row_keys_follow_content_not_bytes_or_lines(tmp_path):
     assert keys[0].endswith(":1") and keys[2] == keys[0][:-1] + "2"  # identical rows stay apart
     # Saved again by a spreadsheet: BOM, CRLF, other column order, quotes, an extra empty column.
     resaved = '\ufeffkind,title,price_sat,category\r\ndigital,"A",5,\r\ndigital,B,6,\r\ndigital,A, 5 ,\r\n'
-    assert [r.key for r in parse(resaved, tmp_path)] == keys
+    assert [r.key for r in parse(importer.decode(resaved.encode()), tmp_path)] == keys
     # A row added at the top moves every line but no key; an edited row gets a new one.
     assert [r.key for r in parse(text.replace("kind\n", "kind\nNew,1,digital\n"), tmp_path)][1:] == keys
     assert [r.key for r in parse(text.replace("B,6", "B,7"), tmp_path)][1] != keys[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 from collections.abc import Callable
 
 from PIL import Image
@@ -153,3 +154,28 @@ def test_invite_only_with_a_client_key_shown_on_the_page(admin: Tab, node: Node)
     admin.submit("Save and republish")
     assert page.get_by_text("(used only while invite-only is on)").is_visible()
     assert page.locator("tbody tr", has_text="alice").count() == 1
+
+
+def test_move_a_store_to_another_port_then_delete_it(admin: Tab, buyer: Callable[[str], Tab], node: Node) -> None:
+    onion = create_store(admin, "Short Lived")
+    page = admin.page
+    page.get_by_label("Port", exact=True).fill("80")
+    admin.submit("Save port", status=422)
+    assert "1024" in page.locator("#port-title").locator("..").inner_text()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    page.get_by_label("Port", exact=True).fill(str(port))
+    admin.submit("Save port")
+    assert page.get_by_role("status").inner_text().startswith("Port saved")
+    assert local_url(admin) == f"http://127.0.0.1:{port}"
+    buyer(f"http://127.0.0.1:{port}").goto("/")
+
+    page.get_by_role("link", name="Delete store…").click()
+    assert "deleted/" in page.locator("main").inner_text()
+    admin.submit("Delete store")
+    assert page.get_by_role("status").inner_text().startswith("Store deleted")
+    assert onion not in page.content()
+    assert list((node.data_dir / "deleted").glob(f"{onion}-*/key")), "the key is kept in deleted/"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the store's listener still answers"

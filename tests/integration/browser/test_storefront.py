@@ -117,7 +117,7 @@ def storefront_paths(shop: Shop) -> list[str]:
 def admin_paths(node: Node, shop: Shop) -> list[str]:
     item = shop.listing_ids["Blue heron print"]
     s = f"/stores/{shop.onion}"
-    return ["/", s, f"{s}/listings/new", f"{s}/listings/{item}", f"{s}/inventory"]
+    return ["/", s, f"{s}/listings/new", f"{s}/listings/{item}", f"{s}/inventory", f"{s}/delete"]
 
 
 def test_every_page_in_chromium(shop: Shop, node: Node, admin: Tab, buyer: Callable[[str], Tab]) -> None:
