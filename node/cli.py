@@ -8,46 +8,25 @@ import getpass
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
 from . import config as cfg
 from .adapters.store import DataDirLock, Storage
+from .cli_common import out, problem_lines, read_file
+from .cli_import import cmd_listing_import
+from .cli_testnet import add_testnet_commands
 from .errors import ConfigError, PasarError, ValidationError
 from .fsutil import atomic_write, make_private_dir
-from .market import importer
-
-if TYPE_CHECKING:
-    from .cli_backends import Backend
 
 log = logging.getLogger("pasar")
 Command = Callable[[argparse.Namespace, cfg.Config], Awaitable[int]]
 MIN_PASSWORD = 8
-MAX_PROBLEMS = 50  # problems printed one per line before "... and N more"
-
-
-def out(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def _natural(key: str) -> list[int | str]:
-    """Sort "line 9" before "line 10", "[2].price_sat" before "[10].title"."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
-
-
-def problem_lines(fields: dict[str, str], limit: int = MAX_PROBLEMS) -> list[str]:
-    """Each problem on its own line ("line 12: price_sat: is required"), at most ``limit`` and a count of the rest."""
-    lines = [f"{key}: {message}" for key, message in sorted(fields.items(), key=lambda kv: _natural(kv[0]))]
-    if len(lines) > limit:
-        return [*lines[:limit], f"... and {len(lines) - limit} more"]
-    return lines
 
 
 # -- init --------------------------------------------------------------------
@@ -205,19 +184,12 @@ async def cmd_listing_add(args: argparse.Namespace, config: cfg.Config) -> int:
     data = _listing_from_args(args)
     async with open_backend(config) as backend:
         onion = await backend.resolve(args.store)
-        images = [(await backend.add_image(onion, _read(p)))["id"] for p in args.image or []]
+        images = [(await backend.add_image(onion, read_file(p)))["id"] for p in args.image or []]
         if images:
             data["images"] = data.get("images", []) + images
         listing = (await backend.add_listings(onion, [data]))[0]
     out(listing["id"])
     return 0
-
-
-def _read(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
 
 
 async def cmd_listing_list(args: argparse.Namespace, config: cfg.Config) -> int:
@@ -244,164 +216,12 @@ async def cmd_listing_remove(args: argparse.Namespace, config: cfg.Config) -> in
     return 0
 
 
-class Progress:
-    """A bar on a terminal; one line per durable batch otherwise (logs, pipes)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.tty = total, sys.stderr.isatty()
-
-    def update(self, done: int, line: int) -> None:
-        """``done`` rows are stored, the last of them from CSV line ``line``."""
-        if self.tty:
-            width = 30
-            filled = width * done // max(self.total, 1)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
-            if done >= self.total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"imported {done}/{self.total} (through line {line})\n")
-        sys.stderr.flush()
-
-
-MAX_BATCH_BYTES = 32 * 1024 * 1024  # estimated JSON per import batch, and at most half of the request limit
-
-
-class _Importer:
-    """Writes checked rows in batches; knows how far it got when something fails."""
-
-    def __init__(self, backend: Backend, onion: str, rows: list[importer.Row]) -> None:
-        self.backend, self.onion, self.rows = backend, onion, rows
-        self.done = 0  # rows acknowledged: stored now, or skipped as stored before (same import key)
-        self.skipped = 0
-        self._image_ids: dict[Path, str] = {}  # a file used by many rows is uploaded once
-
-    async def _items(self, batch: list[importer.Row]) -> list[dict[str, Any]]:
-        items = []
-        for row in batch:
-            ids = []
-            for path in row.images:
-                if path not in self._image_ids:
-                    try:
-                        self._image_ids[path] = (await self.backend.add_image(self.onion, _read(path)))["id"]
-                    except ValidationError as exc:
-                        problem = "; ".join(exc.fields.values()) or exc.message
-                        raise ValidationError({f"line {row.line}: images": f"{path}: {problem}"}) from None
-                ids.append(self._image_ids[path])
-            items.append({**row.data, "images": ids, **({"import_key": row.key} if row.key else {})})
-        return items
-
-    async def write(self, batch: list[importer.Row]) -> None:
-        try:
-            stored = await self.backend.add_listings(self.onion, await self._items(batch))
-        except ValidationError as exc:  # "[3].price_sat" (or "price_sat" for one row) -> "line N: price_sat"
-            fields = {_row_field(batch, k): v for k, v in exc.fields.items()}
-            raise ValidationError(fields, f"{exc.headline}; {self._stopped(batch, refused=True)}") from None
-        except PasarError as exc:  # the node went away, a full disk, ...: say how far we got
-            raise PasarError(f"{exc.message.rstrip('.')}. {self._stopped(batch, refused=False)}") from None
-        self.done += len(batch)
-        self.skipped += len(batch) - len(stored)
-
-    def _stopped(self, batch: list[importer.Row], *, refused: bool) -> str:
-        stored = f"{self.done} of {len(self.rows)} rows were acknowledged as stored"
-        if self.done:
-            stored += f" (CSV lines {self.rows[0].line}-{self.rows[self.done - 1].line})"
-        first, last = batch[0].line, batch[-1].line
-        if refused:  # refused before the write: certainly not stored
-            return f"{stored}; lines {first}-{last} were not: fix them, then import the rest with `--from-line {first}`"
-        return (
-            f"{stored}. Lines {first}-{last} were being written and may or may not be stored: import the rest "
-            f"with `--from-line {first}`; this is safe, rows already stored are skipped (not stored twice)"
-        )
-
-
-def _row_field(batch: list[importer.Row], key: str) -> str:
-    if key.startswith("line "):  # already names its line
-        return key
-    if key.startswith("[") and "]" in key:
-        index, _, rest = key[1:].partition("]")
-        if index.isdigit() and int(index) < len(batch):
-            return f"line {batch[int(index)].line}: {rest.lstrip('.')}"
-    return f"line {batch[0].line}: {key}" if len(batch) == 1 else key
-
-
-async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .app import request_limit
-    from .cli_backends import open_backend
-
-    path = Path(args.file)
-    text = importer.decode(_read(path))
-    limits = importer.ImageLimits(max_bytes=config.max_image_bytes, max_side=config.max_image_side)
-    now = int(time.time())
-    rows = await asyncio.to_thread(
-        importer.parse, text, base_dir=path.parent, max_images=config.max_images, now=now, image_limits=limits,
-        from_line=args.from_line,
-    )  # fmt: skip
-    max_bytes = min(MAX_BATCH_BYTES, request_limit(config) // 2)
-    progress = Progress(len(rows))
-    async with open_backend(config) as backend:
-        onion = await backend.resolve(args.store)
-        run = _Importer(backend, onion, rows)
-        for batch in importer.batches(rows, max_bytes=max_bytes, fixed=args.batch):
-            await run.write(batch)
-            progress.update(run.done, batch[-1].line)
-    out(f"imported {run.done - run.skipped} listings into {onion}.onion")
-    if run.skipped:
-        out(f"{run.skipped} rows were already imported from this file and were skipped")
-    return 0
-
-
 async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
     for name, default, help_ in cfg.describe():
         value = getattr(config, name)
         shown = "'(set)'" if name in cfg.SECRET_SETTINGS and value else repr(value)
         out(f"{name} = {shown}    # default {default}: {help_}")
     return 0
-
-
-# -- private Tor network (tests and demos) -----------------------------------
-def _testnet_root(args: argparse.Namespace, config: cfg.Config) -> Path:
-    return Path(args.root).expanduser().resolve() if args.root else config.data_dir.parent / "pasar-testnet"
-
-
-async def cmd_testnet(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .testnet import TestNet
-
-    root = _testnet_root(args, config)
-    if args.testnet_command == "down":
-        await asyncio.to_thread(TestNet(root).down)
-        out(f"stopped the private Tor network in {root}")
-        return 0
-    if args.testnet_command == "status":
-        up = await asyncio.to_thread(lambda: TestNet(root).is_up())
-        out(f"{root}: {'up' if up else 'down'}")
-        return 0 if up else 3
-    net = TestNet(root, authorities=args.authorities, relays=args.relays)
-    started = time.monotonic()
-    await asyncio.to_thread(net.up)
-    buyer = await asyncio.to_thread(net.start_client, "buyer")
-    out(f"private Tor network up in {time.monotonic() - started:.1f}s ({root}); only 127.0.0.1 is used")
-    out("run a node in it:")
-    out(f"  pasar run --tor-extra-torrc {root / 'member.torrc'}")
-    out(f"a buyer's tor for it: SOCKS 127.0.0.1:{buyer.socks_port}, control 127.0.0.1:{buyer.control_port}")
-    out(f"  curl --socks5-hostname 127.0.0.1:{buyer.socks_port} http://<store>.onion/")
-    out("stop it with: pasar testnet down" + (f" --root {root}" if args.root else ""))
-    return 0
-
-
-def _add_testnet_commands(sub: Any, common: _Parser) -> None:
-    testnet = sub.add_parser("testnet", parents=[common], help="a private Tor network on 127.0.0.1 for demos and tests")
-    actions = testnet.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
-    for name, text in (
-        ("up", "start directory authorities, relays and a buyer's tor"),
-        ("down", "stop every tor the network started"),
-        ("status", "say whether the network is up (exit 3 if not)"),
-    ):
-        p = actions.add_parser(name, parents=[common], help=text)
-        p.add_argument("--root", help="where the network lives (default: pasar-testnet beside the data dir)")
-        if name == "up":
-            p.add_argument("--authorities", type=int, default=3, choices=range(1, 6), metavar="1-5")
-            p.add_argument("--relays", type=int, default=3, choices=range(3, 11), metavar="3-10")
-        p.set_defaults(func=cmd_testnet, needs_init=False)
 
 
 # -- argument parsing --------------------------------------------------------
@@ -520,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tor", action="store_true", help="serve stores on loopback only, without Tor")
     p.set_defaults(func=cmd_run)
 
-    _add_testnet_commands(sub, common)
+    add_testnet_commands(sub, common)
     p = sub.add_parser("config", parents=[common], help="show the effective settings")
     p.set_defaults(func=cmd_config, needs_init=False)
     _add_store_commands(sub, common)

@@ -109,7 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
         "store_port_base",
         int,
         8421,
-        "first port given to new stores; each store keeps its port (0 = any free port each run)",
+        "first port given to new stores; each store keeps its port, moved with `pasar store set-port` "
+        "(0 = any free port each run)",
         _port,
     ),
     Setting("page_size", int, 24, "listings per storefront page", _positive),

@@ -193,7 +193,7 @@ class FakeBackend:
 
 
 async def _write_all(backend, rows):
-    from node.cli import _Importer
+    from node.cli_import import _Importer
 
     run = _Importer(backend, "x", rows)
     for batch in importer.batches(rows, max_bytes=10**9):
@@ -223,7 +223,7 @@ async def test_a_node_gone_mid_import_says_what_was_stored(tmp_path):
 
 
 async def test_the_writer_sends_each_rows_key_and_counts_the_rows_skipped(tmp_path):
-    from node.cli import _Importer
+    from node.cli_import import _Importer
 
     class Dedup:
         def __init__(self):
