@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from procs import BenchError, free_port, node_env, stop_process
+from procs import pasar as run_pasar
 
 START_TIMEOUT = 30.0
 IMPORT_TIMEOUT = 900.0
@@ -80,18 +81,7 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> None:
 
 
 def pasar(data_dir: Path, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    if proc.returncode != 0:
-        raise BenchError(f"pasar {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return proc.stdout
+    return run_pasar(data_dir, *args, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning")
 
 
 def proc_io_written(pid: int) -> int | None:

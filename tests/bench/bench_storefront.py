@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from procs import BenchError, free_port, node_env, port_open, stop_process
+from procs import BenchError, free_port, node_env, pasar, port_open, stop_process
 
 START_TIMEOUT = 30.0
 MAX_REQUESTS = 2_000_000
@@ -162,17 +162,7 @@ class Node:
         return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
 
     def init(self) -> None:
-        proc = subprocess.run(
-            [sys.executable, "-m", "node", "init"],
-            env=node_env(self.data_dir),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        if proc.returncode != 0:
-            raise BenchError(f"pasar init failed ({proc.returncode}): {proc.stderr.strip()}")
+        pasar(self.data_dir, "init")
 
     def start(self) -> None:
         self._log = open(self.data_dir / "node.log", "ab")

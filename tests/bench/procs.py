@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 PASSWORD = "bench password 1234"
+REPO = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 15.0
 
 
@@ -52,3 +54,19 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = STOP_TIMEO
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     return proc.returncode
+
+
+def pasar(data_dir: Path, *args: str, **env: str) -> str:
+    """Run one ``pasar`` command on ``data_dir``; its stdout, or BenchError with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        env=node_env(data_dir, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"pasar {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return proc.stdout
