@@ -17,7 +17,8 @@ from typing import Any
 
 from . import __version__
 from . import config as cfg
-from .adapters.store import DataDirLock, Storage
+from .adapters.datadir import DataDirLock
+from .adapters.store import Storage
 from .cli_common import out, problem_lines, read_file
 from .cli_import import cmd_listing_import
 from .cli_testnet import add_testnet_commands

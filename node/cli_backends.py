@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .adapters.store import Storage, read_lock_info
+from .adapters.datadir import read_lock_info
+from .adapters.store import Storage
 from .app import limits_from, port_probe, read_token, url_for_host
 from .config import Config
 from .errors import NodeBusy, PasarError, StorageError, ValidationError

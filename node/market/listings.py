@@ -172,6 +172,41 @@ def validate(data: Any, *, max_images: int, now: int) -> dict[str, Any]:
     return out
 
 
+def validate_new(inputs: list[Any], *, max_images: int, now: int) -> list[dict[str, Any]]:
+    """New listings (fresh ids) from ``inputs``; one ValidationError naming every problem (``[n].field``)."""
+    problems: dict[str, str] = {}
+    out = []
+    for n, data in enumerate(inputs):
+        try:
+            clean = validate(data, max_images=max_images, now=now)
+        except ValidationError as exc:
+            prefix = f"[{n}]." if len(inputs) > 1 else ""
+            problems.update({prefix + k: v for k, v in exc.fields.items()})
+            continue
+        keyed = {"import_key": data["import_key"]} if data.get("import_key") is not None else {}
+        out.append({"id": new_id(), **clean, **keyed, "created_at": now, "updated_at": now})
+    if problems:
+        raise ValidationError(problems)
+    return out
+
+
+def with_stock(item: dict[str, Any], counts: dict[str, int | None], errors: dict[str, str]) -> dict[str, Any] | None:
+    """A copy of ``item`` with new stock counts; None (and an error) if a SKU is unknown."""
+    for sku, count in counts.items():
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10**9):
+            errors[f"{item['id']}:{sku}"] = "a whole number from 0, or empty for unlimited"
+    if item["variants"]:
+        unknown = set(counts) - {v["sku"] for v in item["variants"]}
+        variants = [dict(v, inventory=counts.get(v["sku"], v["inventory"])) for v in item["variants"]]
+        updated = dict(item, variants=variants)
+    else:
+        unknown = set(counts) - {""}
+        updated = dict(item, inventory=counts.get("", item["inventory"]))
+    if unknown:
+        errors[f"{item['id']}:{sorted(unknown)[0]}"] = "unknown SKU for this listing"
+    return None if unknown or any(k.startswith(item["id"] + ":") for k in errors) else updated
+
+
 def is_active(listing: dict[str, Any], now: int) -> bool:
     expires = listing.get("expires_at")
     return bool(listing.get("active")) and (expires is None or expires > now)

@@ -23,6 +23,7 @@ from ..errors import Conflict, NotFound, StorageError, ValidationError
 from . import access, catalog, images
 from . import listings as L
 from . import profile as P
+from . import stores as S
 
 if TYPE_CHECKING:
     from ..adapters.store import Storage
@@ -38,50 +39,6 @@ class Limits:
     max_image_side: int = 1600
     store_port_base: int = 8421
     reserved_ports: frozenset[int] = frozenset()
-
-
-@dataclass(frozen=True)
-class DeletedStore:
-    onion: str
-    name: str
-    moved_to: Path  # <data-dir>/deleted/<onion>-<time>: move it back to stores/<onion> to restore
-
-
-MIN_STORE_PORT = 1024
-
-
-def _port_value(value: Any) -> int | None:
-    """A port number from JSON, a form or the CLI; None for ``"auto"``."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and MIN_STORE_PORT <= value <= 65535:
-        return value
-    raise ValidationError({"port": f'must be a whole number from {MIN_STORE_PORT} to 65535, or "auto"'})
-
-
-def _ambiguous(ref: str, by_name: set[str], by_prefix: set[str]) -> str:
-    if len(by_name) > 1:
-        return (
-            f"{len(by_name)} stores are named {ref!r}: give the onion address instead "
-            "(see `pasar store list`), or rename one of them"
-        )
-    if len(by_prefix) > 1 and not by_name:
-        return f"{ref!r} begins {len(by_prefix)} stores' addresses; give more of the address"
-    return f"{ref!r} is one store's name and the start of another's address; give the full onion address"
-
-
-def next_port(used: set[int], base: int, reserved: frozenset[int]) -> int | None:
-    """The lowest port from ``base`` not used by a store; None when base is 0."""
-    if base == 0:
-        return None
-    port = base
-    while port in used or port in reserved:
-        port += 1
-    if port > 65535:
-        raise Conflict("no free port left for a new store; lower store_port_base")
-    return port
 
 
 class Market:
@@ -129,7 +86,7 @@ class Market:
         async with self._stores_lock:
             await self._refuse_taken_name(prof["name"], None)
             record = await self._storage.create_store(
-                key.onion, key.seed, prof, lambda used: next_port(used, lim.store_port_base, lim.reserved_ports)
+                key.onion, key.seed, prof, lambda used: S.next_port(used, lim.store_port_base, lim.reserved_ports)
             )
         self._keys[key.onion] = key
         for callback in self.on_store_created:
@@ -143,44 +100,12 @@ class Market:
         return await self._storage.get_store(await self.resolve(ref))
 
     async def resolve(self, ref: str) -> str:
-        """A store by its full onion address; else by exact name or unique address prefix (6+).
-
-        A full address always wins. Otherwise the name (compared with
-        ``profile.name_key`` on the ref as typed, so ``Shop.`` and
-        ``Best.onion`` are names) and the address prefix are looked up
-        together: when they point at different stores the ref is refused as
-        ambiguous, so no name can capture another store's address.
-        """
-        stores = await self._storage.list_stores()
-        address = onion_math.normalize(ref)
-        for s in stores:
-            if s["onion"] == address:
-                return str(s["onion"])
-        key = P.name_key(ref)
-        by_name = {str(s["onion"]) for s in stores if P.name_key(s["profile"]["name"]) == key}
-        by_prefix = {str(s["onion"]) for s in stores if len(address) >= 6 and s["onion"].startswith(address)}
-        found = by_name | by_prefix
-        if len(found) == 1:
-            return found.pop()
-        if not found:
-            raise NotFound(
-                f"no store matches {ref!r}: give its onion address, a unique prefix of it (6+ characters) "
-                "or its name (see `pasar store list`)"
-            )
-        raise Conflict(_ambiguous(ref, by_name, by_prefix))
+        """A store by full onion address, exact name or unique address prefix (6+); see ``stores.resolve``."""
+        return S.resolve(await self._storage.list_stores(), ref)
 
     async def _refuse_taken_name(self, name: str, own: str | None) -> None:
         """A ValidationError if another store has this name, or the name begins another store's address."""
-        key, address = P.name_key(name), onion_math.normalize(name)
-        for s in await self._storage.list_stores():
-            if s["onion"] == own:
-                continue
-            if P.name_key(s["profile"]["name"]) == key:
-                raise ValidationError(
-                    {"name": f"another store is already named {s['profile']['name']!r} (ignoring case); choose another"}
-                )
-            if len(address) >= 6 and s["onion"].startswith(address):
-                raise ValidationError({"name": f"is the start of store {s['onion']}'s address; choose another"})
+        S.refuse_taken_name(await self._storage.list_stores(), name, own)
 
     async def _checked_profile(self, onion: str, data: Any) -> dict[str, Any]:
         """The store's new profile from ``data``, with every check (fields, name taken); writes nothing."""
@@ -204,7 +129,7 @@ class Market:
             return await self._storage.get_store(onion)
         profile = {k: v for k, v in data.items() if k != "port"}
         async with self._stores_lock:
-            await self._check_port(onion, _port_value(data["port"]))
+            await self._check_port(onion, S.port_value(data["port"]))
             if profile:
                 await self._checked_profile(onion, profile)
         if profile:
@@ -215,12 +140,9 @@ class Market:
         """A ValidationError when ``wanted`` is the admin's port, another store's, or held by another program."""
         if wanted is None:
             return
-        if wanted in self.limits.reserved_ports:
-            raise ValidationError({"port": f"{wanted} is the admin listener's port; choose another"})
-        stores = await self._storage.list_stores()
-        if any(s["port"] == wanted for s in stores if s["onion"] != onion):
-            raise ValidationError({"port": f"{wanted} is another store's port; choose another"})
-        current = next((s["port"] for s in stores if s["onion"] == onion), None)
+        records = await self._storage.list_stores()
+        S.refuse_taken_port(records, onion, wanted, self.limits.reserved_ports)
+        current = next((s["port"] for s in records if s["onion"] == onion), None)
         if wanted != current and self._port_free is not None and not await self._port_free(wanted):
             raise ValidationError(
                 {"port": f"{wanted} is in use by another program on this machine; stop it or choose another port"}
@@ -235,10 +157,10 @@ class Market:
         port it cannot listen on. Returns the store record; the
         ``on_port_changed`` callbacks move a running listener.
         """
-        wanted, lim = _port_value(value), self.limits
+        wanted, lim = S.port_value(value), self.limits
 
         def choose(used: set[int]) -> int | None:
-            return wanted if wanted is not None else next_port(used, lim.store_port_base, lim.reserved_ports)
+            return wanted if wanted is not None else S.next_port(used, lim.store_port_base, lim.reserved_ports)
 
         async with self._stores_lock, self._writing(onion):
             await self._check_port(onion, wanted)
@@ -249,7 +171,7 @@ class Market:
                 await callback(record)
         return record
 
-    async def delete_store(self, onion: str, confirm: Any) -> DeletedStore:
+    async def delete_store(self, onion: str, confirm: Any) -> S.DeletedStore:
         """Move the store's folder (key, listings, images) to ``deleted/``; its listener and onion stop.
 
         ``confirm`` must be the store's full onion address, so a mistyped name
@@ -265,7 +187,7 @@ class Market:
         self._write_locks.pop(onion, None)
         for callback in self.on_store_deleted:
             await callback(record)
-        return DeletedStore(onion=onion, name=record["profile"]["name"], moved_to=moved)
+        return S.DeletedStore(onion=onion, name=record["profile"]["name"], moved_to=moved)
 
     # -- onion-service access ----------------------------------------------
     @staticmethod
@@ -336,29 +258,12 @@ class Market:
         write, so a batch sent again is harmless. Returns the listings stored:
         ``len(inputs) - len(result)`` were skipped.
         """
-        out = await asyncio.to_thread(self._validate_new, inputs, self.now())
+        out = await asyncio.to_thread(L.validate_new, inputs, max_images=self.limits.max_images, now=self.now())
         await self._check_images(onion, out)
         skipped = set((await self._storage.put_listings(onion, out)).skipped)
         if len(skipped) < len(out):
             self._changed(onion)
         return [x for x in out if x["id"] not in skipped]
-
-    def _validate_new(self, inputs: list[Any], now: int) -> list[dict[str, Any]]:
-        """New listings (fresh ids) from ``inputs``; one ValidationError naming every problem (``[n].field``)."""
-        problems: dict[str, str] = {}
-        out = []
-        for n, data in enumerate(inputs):
-            try:
-                clean = L.validate(data, max_images=self.limits.max_images, now=now)
-            except ValidationError as exc:
-                prefix = f"[{n}]." if len(inputs) > 1 else ""
-                problems.update({prefix + k: v for k, v in exc.fields.items()})
-                continue
-            keyed = {"import_key": data["import_key"]} if data.get("import_key") is not None else {}
-            out.append({"id": L.new_id(), **clean, **keyed, "created_at": now, "updated_at": now})
-        if problems:
-            raise ValidationError(problems)
-        return out
 
     async def add_listing(self, onion: str, data: Any) -> dict[str, Any]:
         """One new listing; Conflict if its ``import_key`` is already stored."""
@@ -395,7 +300,7 @@ class Market:
                 if item is None:
                     errors[listing_id] = "no such listing"
                     continue
-                updated = _with_stock(item, counts, errors)
+                updated = L.with_stock(item, counts, errors)
                 if updated is not None and updated != item:
                     changed.append(updated)
             if errors:
@@ -471,20 +376,3 @@ class Market:
             if self._generation.get(onion, 0) == generation:
                 self._snapshots[onion] = snap  # else a write raced us: rebuild next time
             return snap
-
-
-def _with_stock(item: dict[str, Any], counts: dict[str, int | None], errors: dict[str, str]) -> dict[str, Any] | None:
-    """A copy of ``item`` with new stock counts; None (and an error) if a SKU is unknown."""
-    for sku, count in counts.items():
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10**9):
-            errors[f"{item['id']}:{sku}"] = "a whole number from 0, or empty for unlimited"
-    if item["variants"]:
-        unknown = set(counts) - {v["sku"] for v in item["variants"]}
-        variants = [dict(v, inventory=counts.get(v["sku"], v["inventory"])) for v in item["variants"]]
-        updated = dict(item, variants=variants)
-    else:
-        unknown = set(counts) - {""}
-        updated = dict(item, inventory=counts.get("", item["inventory"]))
-    if unknown:
-        errors[f"{item['id']}:{sorted(unknown)[0]}"] = "unknown SKU for this listing"
-    return None if unknown or any(k.startswith(item["id"] + ":") for k in errors) else updated

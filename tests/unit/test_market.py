@@ -11,7 +11,8 @@ from node import envelope
 from node.adapters.store import Storage
 from node.errors import Conflict, NotFound, ValidationError
 from node.market.catalog import CATALOG_TYPE, browse
-from node.market.service import Limits, Market, next_port
+from node.market.service import Limits, Market
+from node.market.stores import next_port
 
 
 class Clock:
