@@ -21,12 +21,12 @@ from aiohttp import web
 
 from .adapters.store import Storage
 from .adapters.tor import OnionSpec, Tor, TorSettings
-from .config import Config
-from .errors import ConfigError, TorError
-from .market import access
-from .market.service import Limits, Market
-from .publish import Publisher
-from .web import admin, api, bodies, keys, middlewares, render
+from .core.config import Config
+from .core.errors import ConfigError, TorError
+from .hosting import client_auth
+from .hosting.publisher import Publisher
+from .market.market import Limits, Market
+from .web import admin, api, appkeys, bodies, middlewares, render
 from .web.auth import AdminAuth, make_guard
 from .web.pagecache import PageCache
 from .web.storefront import create_store_app, loopback_hosts
@@ -108,7 +108,7 @@ def _socket_path(config: Config, onion: str) -> Path | None:
 
 
 async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -> None:
-    path = _socket_path(app[keys.CONFIG], onion)
+    path = _socket_path(app[appkeys.CONFIG], onion)
     if path is None:
         return
     try:
@@ -117,12 +117,12 @@ async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -
     except OSError as exc:
         log.warning("store %s: no unix socket %s (%s); tor reaches it on its loopback port", onion, path, exc)
         return
-    app[keys.TARGETS][onion] = f"unix:{path}"
+    app[appkeys.TARGETS][onion] = f"unix:{path}"
 
 
 async def _start_listener(app: web.Application, record: dict[str, Any], runners: dict[str, web.AppRunner]) -> None:
     """Serve one store on its own loopback port; a failure marks only that store."""
-    config, onion = app[keys.CONFIG], record["onion"]
+    config, onion = app[appkeys.CONFIG], record["onion"]
     runner = web.AppRunner(
         create_store_app(app, onion), access_log=None, handle_signals=False, logger=middlewares.STORE_SERVER_LOG
     )
@@ -132,27 +132,27 @@ async def _start_listener(app: web.Application, record: dict[str, Any], runners:
         await web.TCPSite(runner, config.store_host, port, reuse_address=True).start()
     except OSError as exc:
         await runner.cleanup()
-        app[keys.STATUS][onion] = (
+        app[appkeys.STATUS][onion] = (
             f"error: cannot listen on port {port} ({exc.strerror}); free it or change the store's port"
         )
-        log.error("store %s: %s", onion, app[keys.STATUS][onion])
+        log.error("store %s: %s", onion, app[appkeys.STATUS][onion])
         return
     bound = runner.addresses[0]
-    runner.app[keys.HOSTS].update(loopback_hosts(bound[1]))
+    runner.app[appkeys.HOSTS].update(loopback_hosts(bound[1]))
     runners[onion] = runner
-    app[keys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
-    app[keys.TARGETS][onion] = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
-    app[keys.STATUS][onion] = "local"
-    if app[keys.UNIX_TARGETS]:
+    app[appkeys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
+    app[appkeys.TARGETS][onion] = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    app[appkeys.STATUS][onion] = "local"
+    if app[appkeys.UNIX_TARGETS]:
         await _start_unix(app, runner, onion)
-    log.info("store %s serving on %s", onion, app[keys.LISTENERS][onion])
+    log.info("store %s serving on %s", onion, app[appkeys.LISTENERS][onion])
 
 
 async def _stop_listener(app: web.Application, onion: str, runners: dict[str, web.AppRunner]) -> None:
     """Stop one store's listener (a deleted store, or before it moves to another port)."""
     runner = runners.pop(onion, None)
-    app[keys.LISTENERS].pop(onion, None)
-    target = app[keys.TARGETS].pop(onion, None)
+    app[appkeys.LISTENERS].pop(onion, None)
+    target = app[appkeys.TARGETS].pop(onion, None)
     if runner is not None:
         await runner.cleanup()
     if target is not None and target.startswith("unix:"):
@@ -161,12 +161,12 @@ async def _stop_listener(app: web.Application, onion: str, runners: dict[str, we
 
 async def _onion_spec(app: web.Application, record: dict[str, Any]) -> OnionSpec | str:
     """What tor should publish for this store, or why it must not be published."""
-    onion, market = record["onion"], app[keys.MARKET]
-    target = app[keys.TARGETS].get(onion)
+    onion, market = record["onion"], app[appkeys.MARKET]
+    target = app[appkeys.TARGETS].get(onion)
     if target is None:
-        return app[keys.STATUS].get(onion, "error: the store's listener is not running")
+        return app[appkeys.STATUS].get(onion, "error: the store's listener is not running")
     options = market.access_options(record)
-    problem = access.problem(options)
+    problem = client_auth.problem(options)
     if problem:
         return f"error: {problem}"
     return OnionSpec(
@@ -180,20 +180,20 @@ async def _onion_spec(app: web.Application, record: dict[str, Any]) -> OnionSpec
 
 def _tor_ctx(tor: Tor) -> Any:
     async def tor_ctx(app: web.Application) -> AsyncIterator[None]:
-        publisher = Publisher(tor, status=app[keys.STATUS])
-        app[keys.PUBLISHER] = publisher
+        publisher = Publisher(tor, status=app[appkeys.STATUS])
+        app[appkeys.PUBLISHER] = publisher
 
         async def update(record: dict[str, Any]) -> None:
             spec = await _onion_spec(app, record)
             await publisher.publish(record["onion"], spec if isinstance(spec, OnionSpec) else None)
             if isinstance(spec, str):
-                app[keys.STATUS][record["onion"]] = spec
+                app[appkeys.STATUS][record["onion"]] = spec
 
         async def withdraw(record: dict[str, Any]) -> None:
             await publisher.publish(record["onion"], None)
-            app[keys.STATUS].pop(record["onion"], None)
+            app[appkeys.STATUS].pop(record["onion"], None)
 
-        market = app[keys.MARKET]
+        market = app[appkeys.MARKET]
         for record in await market.stores():
             await update(record)
         try:
@@ -231,18 +231,18 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         middlewares=[middlewares.errors, make_guard(auth), bodies.parse_forms], client_max_size=max_body
     )
     app.on_response_prepare.append(middlewares.admin_headers)
-    app[keys.CONFIG] = config
-    app[keys.AUTH] = auth
-    app[keys.PAGES] = PageCache()
-    app[keys.LISTENERS] = {}
-    app[keys.STATUS] = {}
-    app[keys.TARGETS] = {}
+    app[appkeys.CONFIG] = config
+    app[appkeys.AUTH] = auth
+    app[appkeys.PAGES] = PageCache()
+    app[appkeys.LISTENERS] = {}
+    app[appkeys.STATUS] = {}
+    app[appkeys.TARGETS] = {}
     # The embedded tor runs as this user, so it can reach unix sockets in the data dir.
-    app[keys.UNIX_TARGETS] = tor is not None and tor.settings.embedded
+    app[appkeys.UNIX_TARGETS] = tor is not None and tor.settings.embedded
     tdir = templates_dir()
-    app[keys.CSS] = (tdir / "static" / "style.css").read_bytes()
-    app[keys.JINJA] = render.make_env(tdir)
-    render.attach(app, app[keys.JINJA])
+    app[appkeys.CSS] = (tdir / "static" / "style.css").read_bytes()
+    app[appkeys.JINJA] = render.make_env(tdir)
+    render.attach(app, app[appkeys.JINJA])
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -250,12 +250,12 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         await store.close()
 
     async def market_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[keys.MARKET] = Market(store, limits_from(config), port_free=port_probe(config.store_host))
+        app[appkeys.MARKET] = Market(store, limits_from(config), port_free=port_probe(config.store_host))
         auth.password_hash = await store.admin_password_hash()
         yield
 
     async def listeners_ctx(app: web.Application) -> AsyncIterator[None]:
-        market = app[keys.MARKET]
+        market = app[appkeys.MARKET]
         for record in await market.stores():
             await _start_listener(app, record, runners)
 
@@ -264,7 +264,7 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
 
         async def on_deleted(record: dict[str, Any]) -> None:
             await _stop_listener(app, record["onion"], runners)
-            app[keys.STATUS].pop(record["onion"], None)
+            app[appkeys.STATUS].pop(record["onion"], None)
 
         async def on_port_changed(record: dict[str, Any]) -> None:
             await _stop_listener(app, record["onion"], runners)
@@ -279,11 +279,11 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
         market.on_port_changed.remove(on_port_changed)
         await asyncio.gather(*(r.cleanup() for r in runners.values()))
         runners.clear()
-        for target in app[keys.TARGETS].values():
+        for target in app[appkeys.TARGETS].values():
             if target.startswith("unix:"):
                 Path(target.removeprefix("unix:")).unlink(missing_ok=True)
-        app[keys.LISTENERS].clear()
-        app[keys.TARGETS].clear()
+        app[appkeys.LISTENERS].clear()
+        app[appkeys.TARGETS].clear()
 
     app.cleanup_ctx.extend([storage_ctx, market_ctx, listeners_ctx])
     if tor is not None:
@@ -308,7 +308,7 @@ async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) ->
                 "is another node running? choose another with --admin-port"
             ) from None
         host, port = runner.addresses[0][:2]
-        app[keys.AUTH].set_port(config.admin_host, port)
+        app[appkeys.AUTH].set_port(config.admin_host, port)
         admin_url = url_for_host(host, port)
         storage.lock.publish({"pid": os.getpid(), "admin_url": admin_url})
         log.info("admin on %s (loopback only)", admin_url)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NodeBusy
+from ..core.errors import NodeBusy
 
 
 def read_lock_info(data_dir: Path) -> dict[str, Any]:

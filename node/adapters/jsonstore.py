@@ -22,8 +22,8 @@ from typing import Any
 
 from tinydb.storages import Storage
 
-from ..errors import StorageError
-from ..fsutil import atomic_write
+from ..core.errors import StorageError
+from .fsutil import atomic_write
 
 # fsutil.atomic_write writes ``.<name>.<pid>.tmp`` beside the file it replaces.
 TEMP_NAME = re.compile(r"^\.[^/]+\.[0-9]+\.tmp$")

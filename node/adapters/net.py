@@ -20,8 +20,8 @@ import aiohttp
 import yarl
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError, ProxyType
 
-from .. import onion as onion_math
-from ..errors import BadRequest
+from ..core import addresses
+from ..core.errors import BadRequest
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=45)
 USER_AGENT = "Pasar"
@@ -34,9 +34,9 @@ def onion_of(url: str) -> str:
     """The store onion name a URL points at; BadRequest for anything but http://<onion>.onion/."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    if parts.scheme != "http" or not host.endswith(".onion") or not onion_math.is_address(host):
+    if parts.scheme != "http" or not host.endswith(".onion") or not addresses.is_address(host):
         raise BadRequest(f"only http://<store>.onion/ URLs can be fetched through tor, not {url!r}")
-    return onion_math.normalize(host)
+    return addresses.normalize(host)
 
 
 def _only_to(onion: str) -> aiohttp.TraceConfig:

@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
-from ..errors import ConfigError, Conflict, NotFound, StorageError
-from ..fsutil import atomic_write, fsync_dir, make_private_dir
+from ..core.errors import ConfigError, Conflict, NotFound, StorageError
 from .datadir import DataDirLock
+from .fsutil import atomic_write, fsync_dir, make_private_dir
 from .jsonstore import AtomicJSONStorage, remove_stale_temp_files
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ import stem.response
 import stem.response.events
 import stem.version
 
-from ..config import host_port
-from ..errors import TorError
+from ..core.config import host_port
+from ..core.errors import TorError
 from . import torprocess
 from .torprocess import TorSettings, find_binary
 

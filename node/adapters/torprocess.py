@@ -20,8 +20,8 @@ from pathlib import Path
 
 import stem.process
 
-from ..errors import TorError
-from ..fsutil import atomic_write, make_private_dir
+from ..core.errors import TorError
+from .fsutil import atomic_write, make_private_dir
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import envelope
-from ..crypto import StoreKey, canonical_json
-from . import fields
+from ..core import envelope, fields
+from ..core.crypto import StoreKey, canonical_json
 from . import listings as L
 
 CATALOG_TYPE = "pasar.catalog"

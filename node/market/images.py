@@ -33,7 +33,7 @@ from PIL import (
     WebPImagePlugin,  # noqa: F401
 )
 
-from ..errors import PayloadTooLarge, ValidationError
+from ..core.errors import PayloadTooLarge, ValidationError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # phones' MPO files arrive as JPEG: their first frame is a JPEG
 FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF"}

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PayloadTooLarge, ValidationError
+from ..core.errors import PayloadTooLarge, ValidationError
 from . import images as image_check
 from . import lineformats, listings
 

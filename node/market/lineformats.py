@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ValidationError
+from ..core.errors import ValidationError
 
 
 def _rows(text: str, sep: str = "\n") -> list[list[str]]:

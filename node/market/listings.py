@@ -7,9 +7,9 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-from ..crypto import content_hash
-from ..errors import ValidationError
-from . import fields as f
+from ..core import fields as f
+from ..core.crypto import content_hash
+from ..core.errors import ValidationError
 
 KINDS = ("physical", "digital", "service")
 FORMATS = ("text", "markdown")

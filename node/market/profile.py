@@ -5,9 +5,9 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from .. import onion
-from ..errors import ValidationError
-from . import fields as f
+from ..core import addresses
+from ..core import fields as f
+from ..core.errors import ValidationError
 
 DISPLAY_UNITS = ("sat", "BTC", "mBTC")
 POLICIES = ("shipping", "returns", "terms", "privacy")
@@ -24,7 +24,7 @@ def name_key(name: str) -> str:
 
 def _name_problem(name: str) -> str | None:
     """Why a (non-empty) store name cannot be used, or None."""
-    if onion.is_address(name):
+    if addresses.is_address(name):
         return "cannot be an onion address (a store is looked up by its address first)"
     if name.strip() in (".", ".."):
         return "cannot be '.' or '..' (they are not usable in a URL)"
@@ -50,10 +50,10 @@ def validate(data: Any, *, partial: dict[str, Any] | None = None) -> dict[str, A
         errors.add(f"policies.{extra}", f"unknown policy (known: {', '.join(POLICIES)})")
     moderators = []
     for i, m in enumerate(f.items(merged, "moderators", errors, max_items=20)):
-        if not isinstance(m, str) or not onion.is_address(m):
+        if not isinstance(m, str) or not addresses.is_address(m):
             errors.add(f"moderators[{i}]", "must be a moderator's onion address")
         else:
-            moderators.append(onion.normalize(m))
+            moderators.append(addresses.normalize(m))
     name = f.text(merged, "name", errors, max_len=80, required=True)
     if name and (problem := _name_problem(name)):
         errors.add("name", problem)

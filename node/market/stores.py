@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import onion as onion_math
-from ..errors import Conflict, NotFound, ValidationError
+from ..core import addresses
+from ..core.errors import Conflict, NotFound, ValidationError
 from . import profile as P
 
 MIN_STORE_PORT = 1024
@@ -77,7 +77,7 @@ def resolve(records: list[Record], ref: str) -> str:
     together: when they point at different stores the ref is refused as
     ambiguous, so no name can capture another store's address.
     """
-    address = onion_math.normalize(ref)
+    address = addresses.normalize(ref)
     for s in records:
         if s["onion"] == address:
             return str(s["onion"])
@@ -97,7 +97,7 @@ def resolve(records: list[Record], ref: str) -> str:
 
 def refuse_taken_name(records: Iterable[Record], name: str, own: str | None) -> None:
     """A ValidationError if another store has this name, or the name begins another store's address."""
-    key, address = P.name_key(name), onion_math.normalize(name)
+    key, address = P.name_key(name), addresses.normalize(name)
     for s in records:
         if s["onion"] == own:
             continue

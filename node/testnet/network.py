@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..fsutil import atomic_write
+from ..adapters.fsutil import atomic_write
 from .tools import TestNetError, free_ports, is_ours, local_only, log_tail, paths, run_all, ticks
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import PasarError
+from ..core.errors import PasarError
 
 POLL = 0.2
 LOCAL_KEYWORDS = {"dirauthority", "fallbackdir", "bridge", "alternatedirauthority", "alternatebridgeauthority"}

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import PasarError, Unauthorized, ValidationError
+from ..core.errors import PasarError, Unauthorized, ValidationError
 from ..market.listings import validate as validate_listing
-from ..market.service import Market
-from . import forms, keys, render
+from ..market.market import Market
+from . import appkeys, forms, render
 from .api import store_summary, tor_state
 from .auth import COOKIE, set_session_cookie
 from .render import page
@@ -35,7 +35,7 @@ NOTICES = {
 
 
 def _market(request: web.Request) -> Market:
-    return request.app[keys.MARKET]
+    return request.app[appkeys.MARKET]
 
 
 def _see(request: web.Request, name: str, query: dict[str, str] | None = None, **parts: str) -> web.HTTPSeeOther:
@@ -57,7 +57,7 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     try:
-        sid = await request.app[keys.AUTH].login(str(form.get("password", "")))
+        sid = await request.app[appkeys.AUTH].login(str(form.get("password", "")))
     except Unauthorized as exc:
         return _page(request, "login.html", {"error": exc.message}, status=401)
     response = web.HTTPSeeOther(request.app.router["dashboard"].url_for())
@@ -66,7 +66,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    request.app[keys.AUTH].logout(request)
+    request.app[appkeys.AUTH].logout(request)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
@@ -102,7 +102,7 @@ async def _store_page(
             "profile": {**record["profile"], **(typed or {})},
             "listings": await market.listings(onion),
             "access": market.access_options(record),
-            "port_base": request.app[keys.CONFIG].store_port_base,
+            "port_base": request.app[appkeys.CONFIG].store_port_base,
             "errors": errors,
         },
         status,
@@ -166,7 +166,7 @@ async def delete_store_form(request: web.Request) -> web.Response:
     """The confirmation page: what happens to the key, the onion and the listener."""
     market = _market(request)
     record = await market.store(request.match_info["store"])
-    ctx = {"store": store_summary(request, record), "data_dir": str(request.app[keys.CONFIG].data_dir)}
+    ctx = {"store": store_summary(request, record), "data_dir": str(request.app[appkeys.CONFIG].data_dir)}
     return _page(request, "store_delete.html", ctx)
 
 
@@ -266,7 +266,7 @@ async def image(request: web.Request) -> web.FileResponse:
 
 
 async def css(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[keys.CSS], content_type="text/css")
+    return web.Response(body=request.app[appkeys.CSS], content_type="text/css")
 
 
 def add_routes(app: web.Application) -> None:

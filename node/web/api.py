@@ -7,17 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
-from ..market import access
-from ..market.service import Market
-from . import keys
+from ..core.errors import BadRequest, NotFound
+from ..hosting import client_auth
+from ..market.market import Market
+from . import appkeys
 from .bodies import read_form, read_json
 
 PREFIX = "/api/v1"
 
 
 def _market(request: web.Request) -> Market:
-    return request.app[keys.MARKET]
+    return request.app[appkeys.MARKET]
 
 
 async def _store(request: web.Request) -> str:
@@ -31,8 +31,8 @@ def store_summary(request: web.Request, record: dict[str, Any]) -> dict[str, Any
         "address": f"{onion}.onion",
         "name": record["profile"]["name"],
         "seq": record["seq"],
-        "local_url": request.app[keys.LISTENERS].get(onion),
-        "status": request.app[keys.STATUS].get(onion, "stopped"),
+        "local_url": request.app[appkeys.LISTENERS].get(onion),
+        "status": request.app[appkeys.STATUS].get(onion, "stopped"),
         "invite_only": Market.access_options(record)["invite_only"],
         "port": record["port"],  # saved; None = a free port at each start
     }
@@ -42,13 +42,13 @@ def _detail(request: web.Request, record: dict[str, Any]) -> dict[str, Any]:
     return {
         **store_summary(request, record),
         "profile": record["profile"],
-        "onion_service": access.public_view(Market.access_options(record)),
+        "onion_service": client_auth.public_view(Market.access_options(record)),
     }
 
 
 def tor_state(request: web.Request) -> dict[str, Any]:
     """The node's tor connection, for the API and the admin page."""
-    publisher = request.app.get(keys.PUBLISHER)
+    publisher = request.app.get(appkeys.PUBLISHER)
     if publisher is None:
         return {"mode": "off", "state": "stores are served on loopback only (pasar run --no-tor)"}
     return publisher.state.as_json()
@@ -92,7 +92,7 @@ async def delete_store(request: web.Request) -> web.Response:
 async def update_access(request: web.Request) -> web.Response:
     """``{"invite_only": bool, "max_streams": int, "pow": bool}``, any subset; republishes the onion."""
     options = await _market(request).set_access(await _store(request), await read_json(request))
-    return web.json_response(access.public_view(options))
+    return web.json_response(client_auth.public_view(options))
 
 
 def _client_json(onion: str, client: dict[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..crypto import check_password
-from ..errors import Forbidden, Unauthorized
+from ..core.crypto import check_password
+from ..core.errors import Forbidden, Unauthorized
 from .bodies import read_form
 from .origin import check_same_origin
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
-from ..errors import BadRequest, UnsupportedMediaType
+from ..core.errors import BadRequest, UnsupportedMediaType
 from .middlewares import Handler
 
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ValidationError
+from ..core.errors import ValidationError
 from ..market import lineformats
 from ..market.profile import POLICIES
 from .render import date

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import PasarError, ValidationError
-from . import keys
+from ..core.errors import PasarError, ValidationError
+from . import appkeys
 from .render import page
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = "not_found" if exc.status == 404 else "http_error"
         return _render(request, exc.status, code, message, {"error": message, "code": code})
     except Exception as exc:  # rendered as a 500 and logged with its traceback
-        if keys.STORE in request.app:
+        if appkeys.STORE in request.app:
             # A storefront's paths, and messages that may quote what a buyer sent, stay out of the log:
             # the exception's type and where it was raised are enough to find the bug.
             frames = "".join(traceback.format_tb(exc.__traceback__))

@@ -27,7 +27,7 @@ from collections.abc import Collection
 
 from aiohttp import web
 
-from ..errors import Forbidden
+from ..core.errors import Forbidden
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OUR_SITES = frozenset({"same-origin", "none"})

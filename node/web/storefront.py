@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import Misdirected, NotFound
+from ..core.errors import Misdirected, NotFound
 from ..market.catalog import Snapshot, browse
-from . import bodies, keys, middlewares, render
+from . import appkeys, bodies, middlewares, render
 from .origin import check_same_origin
 
 CATALOG_PATH = "/.well-known/pasar/catalog.json"
@@ -39,9 +39,9 @@ async def _page(
     results (unbounded queries) are rendered each time.
     """
     app = request.app
-    onion = app[keys.STORE]
-    snap = await app[keys.MARKET].snapshot(onion)
-    pages, number = app[keys.PAGES], _int(request.query.get("page"))
+    onion = app[appkeys.STORE]
+    snap = await app[appkeys.MARKET].snapshot(onion)
+    pages, number = app[appkeys.PAGES], _int(request.query.get("page"))
     key = f"{request.path}?page={number}"
     body = pages.get(onion, snap.seq, key) if cache else None
     if body is None:
@@ -60,13 +60,13 @@ async def _page(
 
 
 async def home(request: web.Request) -> web.Response:
-    size = request.app[keys.CONFIG].page_size
+    size = request.app[appkeys.CONFIG].page_size
     number = _int(request.query.get("page"))
     return await _page(request, "home.html", lambda s: {"page": browse(s, page=number, size=size)})
 
 
 async def search(request: web.Request) -> web.Response:
-    size = request.app[keys.CONFIG].page_size
+    size = request.app[appkeys.CONFIG].page_size
     query = request.query.get("q", "")[:MAX_QUERY]
     number = _int(request.query.get("page"))
 
@@ -77,7 +77,7 @@ async def search(request: web.Request) -> web.Response:
 
 
 async def category(request: web.Request) -> web.Response:
-    size = request.app[keys.CONFIG].page_size
+    size = request.app[appkeys.CONFIG].page_size
     slug, number = request.match_info["slug"], _int(request.query.get("page"))
 
     def ctx(snap: Snapshot) -> dict[str, Any]:
@@ -104,7 +104,7 @@ async def policies(request: web.Request) -> web.Response:
 
 
 async def image(request: web.Request) -> web.FileResponse:
-    market, onion = request.app[keys.MARKET], request.app[keys.STORE]
+    market, onion = request.app[appkeys.MARKET], request.app[appkeys.STORE]
     # Only images of listings on show: a removed photo stops being served.
     published = (await market.snapshot(onion)).image_ids
     path = market.image_path(onion, request.match_info["name"], published=published)
@@ -115,12 +115,12 @@ async def image(request: web.Request) -> web.FileResponse:
 
 async def css(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[keys.CSS], content_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        body=request.app[appkeys.CSS], content_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
     )
 
 
 async def catalog(request: web.Request) -> web.Response:
-    snap = await request.app[keys.MARKET].snapshot(request.app[keys.STORE])
+    snap = await request.app[appkeys.MARKET].snapshot(request.app[appkeys.STORE])
     headers = {"ETag": snap.etag, "Cache-Control": "no-cache"}
     if snap.etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
         return web.Response(status=304, headers=headers)
@@ -135,9 +135,9 @@ def loopback_hosts(port: int) -> set[str]:
 async def only_own_host(request: web.Request, handler: middlewares.Handler) -> web.StreamResponse:
     """Answer only to this store's names: a web page that rebinds some domain to
     127.0.0.1 must not be able to read which store this node runs."""
-    if request.headers.get("Host", "").lower() not in request.app[keys.HOSTS]:
+    if request.headers.get("Host", "").lower() not in request.app[appkeys.HOSTS]:
         raise Misdirected("this listener serves one store, under its own address only")
-    hosts: set[str] = request.app[keys.HOSTS]
+    hosts: set[str] = request.app[appkeys.HOSTS]
     check_same_origin(request, hosts)
     return await handler(request)
 
@@ -147,14 +147,14 @@ def create_store_app(parent: web.Application, onion: str) -> web.Application:
     app = web.Application(
         middlewares=[middlewares.errors, only_own_host, bodies.parse_forms], client_max_size=64 * 1024
     )
-    app[keys.HOSTS] = {f"{onion}.onion", f"{onion}.onion:80"}  # + loopback names once bound
+    app[appkeys.HOSTS] = {f"{onion}.onion", f"{onion}.onion:80"}  # + loopback names once bound
     app.on_response_prepare.append(middlewares.security_headers)
-    app[keys.CONFIG] = parent[keys.CONFIG]
-    app[keys.MARKET] = parent[keys.MARKET]
-    app[keys.PAGES] = parent[keys.PAGES]
-    app[keys.CSS] = parent[keys.CSS]
-    app[keys.STORE] = onion
-    render.attach(app, parent[keys.JINJA])
+    app[appkeys.CONFIG] = parent[appkeys.CONFIG]
+    app[appkeys.MARKET] = parent[appkeys.MARKET]
+    app[appkeys.PAGES] = parent[appkeys.PAGES]
+    app[appkeys.CSS] = parent[appkeys.CSS]
+    app[appkeys.STORE] = onion
+    render.attach(app, parent[appkeys.JINJA])
     app.router.add_get("/", home, name="home")
     app.router.add_get("/search", search, name="search")
     app.router.add_get("/c/{slug}", category, name="category")

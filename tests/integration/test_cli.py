@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from node import onion
+from node.core import addresses
 
 from .conftest import free_port, make_node, pasar
 
@@ -62,7 +62,7 @@ def test_reset_password(tmp_path):
     node.cli("init", "--reset-password", PASAR_ADMIN_PASSWORD="a new password 123")
     after = stored_hash()
     assert after != before and after.startswith("$argon2id$")
-    from node.crypto import check_password
+    from node.core.crypto import check_password
 
     assert check_password(after.encode(), "a new password 123") and not check_password(
         after.encode(), "correct horse battery"
@@ -72,7 +72,7 @@ def test_reset_password(tmp_path):
 def test_store_and_listing_commands_offline(tmp_path):
     node = make_node(tmp_path)
     address = node.cli("store", "create", "Corner Shop", "--description", "hello").stdout.strip()
-    assert address.endswith(".onion") and onion.is_address(address)
+    assert address.endswith(".onion") and addresses.is_address(address)
     listed = json.loads(node.cli("store", "list", "--json").stdout)
     assert listed[0]["address"] == address and listed[0]["name"] == "Corner Shop"
     lid = node.cli(

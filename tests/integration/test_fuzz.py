@@ -129,8 +129,13 @@ bodies = st.one_of(
     ),
     st.builds(
         lambda name, extra, value: (
-            b'--XyZ\r\nContent-Disposition: form-data; name="' + name + b'"\r\n' + extra + b"\r\n"
-            + value + b"\r\n--XyZ--\r\n"
+            b'--XyZ\r\nContent-Disposition: form-data; name="'
+            + name
+            + b'"\r\n'
+            + extra
+            + b"\r\n"
+            + value
+            + b"\r\n--XyZ--\r\n"
         ),
         st.binary(min_size=1, max_size=20),
         st.sampled_from(PART_HEADERS),

@@ -164,7 +164,7 @@ async def test_a_part_with_an_unknown_transfer_encoding_is_a_400_everywhere(runn
         local = (await r.json())["local_url"]
     secret = "buyerpayload"
     body = (
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"q\"\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="q"\r\n'
         b"Content-Transfer-Encoding: " + secret.encode() + b"\r\n\r\nx\r\n--XyZ--\r\n"
     )
     headers = {"Content-Type": "multipart/form-data; boundary=XyZ"}

@@ -32,10 +32,10 @@ import pytest
 import stem.control
 from aiohttp_socks import ProxyError
 
-from node import envelope
 from node.adapters.net import UNREACHABLE, TorHttp, onion_of
 from node.adapters.tor import Tor, TorSettings
-from node.errors import TorError
+from node.core import envelope
+from node.core.errors import TorError
 from node.market.catalog import CATALOG_TYPE
 from node.testnet import ClientTor, TestNet
 from node.testnet.tools import log_tail

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from node import envelope
+from node.core import envelope
 from node.market.catalog import CATALOG_TYPE
 
 from .pages import check_headers, check_html

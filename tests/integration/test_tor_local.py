@@ -21,9 +21,9 @@ import pytest
 
 from node.adapters.tor import OnionSpec, Tor, TorSettings, find_binary
 from node.adapters.torprocess import embedded_torrc
-from node.crypto import ClientAuthKey, StoreKey
-from node.errors import TorError
-from node.publish import Publisher
+from node.core.crypto import ClientAuthKey, StoreKey
+from node.core.errors import TorError
+from node.hosting.publisher import Publisher
 
 from .conftest import free_port
 

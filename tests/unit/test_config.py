@@ -2,8 +2,8 @@
 
 import pytest
 
-from node import config
-from node.errors import ConfigError
+from node.core import config
+from node.core.errors import ConfigError
 
 
 def test_defaults(tmp_path):

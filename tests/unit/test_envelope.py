@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from node import envelope
-from node.crypto import StoreKey, b64url_decode, b64url_encode, canonical_json
-from node.errors import SignatureError, ValidationError
+from node.core import envelope
+from node.core.crypto import StoreKey, b64url_decode, b64url_encode, canonical_json
+from node.core.errors import SignatureError, ValidationError
 
 NOW = 1_800_000_000
 

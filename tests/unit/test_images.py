@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from node.errors import PayloadTooLarge, ValidationError
+from node.core.errors import PayloadTooLarge, ValidationError
 from node.market import images
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from node.errors import ValidationError
+from node.core.errors import ValidationError
 from node.market import images
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import struct
 import pytest
 from PIL import Image
 
-from node.errors import ValidationError
+from node.core.errors import ValidationError
 from node.market import images
 
 RED, GREEN, WHITE, BLACK = (220, 20, 20), (20, 200, 20), (255, 255, 255), (0, 0, 0)

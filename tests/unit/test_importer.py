@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from node.errors import Conflict, ValidationError
+from node.core.errors import Conflict, ValidationError
 from node.market import importer
 
 NOW = 1_800_000_000
@@ -193,7 +193,7 @@ class FakeBackend:
 
 
 async def _write_all(backend, rows):
-    from node.cli_import import _Importer
+    from node.cli.importing import _Importer
 
     run = _Importer(backend, "x", rows)
     for batch in importer.batches(rows, max_bytes=10**9):
@@ -211,7 +211,7 @@ async def test_a_refused_batch_names_its_lines_and_where_to_resume(tmp_path):
 
 
 async def test_a_node_gone_mid_import_says_what_was_stored(tmp_path):
-    from node.errors import PasarError
+    from node.core.errors import PasarError
 
     rows = parse("title,price_sat,kind\n" + "A,5,digital\n" * 200, tmp_path)
     with pytest.raises(PasarError) as exc:
@@ -223,7 +223,7 @@ async def test_a_node_gone_mid_import_says_what_was_stored(tmp_path):
 
 
 async def test_the_writer_sends_each_rows_key_and_counts_the_rows_skipped(tmp_path):
-    from node.cli_import import _Importer
+    from node.cli.importing import _Importer
 
     class Dedup:
         def __init__(self):
@@ -289,7 +289,7 @@ def test_the_import_key_is_kept_privately_never_published():
 
 async def test_the_market_skips_listings_whose_import_key_is_stored(tmp_path):
     from node.adapters.store import Storage
-    from node.market.service import Limits, Market
+    from node.market.market import Limits, Market
 
     Storage.initialise(tmp_path)
     storage = Storage(tmp_path)

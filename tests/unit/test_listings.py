@@ -2,7 +2,7 @@
 
 import pytest
 
-from node.errors import ValidationError
+from node.core.errors import ValidationError
 from node.market import listings, profile
 from node.market.lineformats import (
     format_coupons,

@@ -7,11 +7,11 @@ import json
 import pytest
 from PIL import Image
 
-from node import envelope
 from node.adapters.store import Storage
-from node.errors import Conflict, NotFound, ValidationError
+from node.core import envelope
+from node.core.errors import Conflict, NotFound, ValidationError
 from node.market.catalog import CATALOG_TYPE, browse
-from node.market.service import Limits, Market
+from node.market.market import Limits, Market
 from node.market.stores import next_port
 
 

@@ -12,8 +12,8 @@ import struct
 import pytest
 
 from node.adapters.net import TorHttp, onion_of
-from node.crypto import StoreKey
-from node.errors import BadRequest
+from node.core.crypto import StoreKey
+from node.core.errors import BadRequest
 
 
 class SocksRecorder:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.adapters.tor import OnionSpec
-from node.errors import TorError
-from node.publish import Publisher
+from node.core.errors import TorError
+from node.hosting.publisher import Publisher
 
 
 @dataclass

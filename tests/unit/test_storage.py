@@ -8,8 +8,8 @@ import pytest
 
 from node.adapters.jsonstore import AtomicJSONStorage
 from node.adapters.store import SCHEMA_VERSION, Storage
-from node.crypto import StoreKey
-from node.errors import ConfigError, NodeBusy, NotFound, StorageError
+from node.core.crypto import StoreKey
+from node.core.errors import ConfigError, NodeBusy, NotFound, StorageError
 
 
 @pytest.fixture

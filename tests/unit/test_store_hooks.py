@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from node import config as cfg
 from node.adapters.store import Storage
 from node.adapters.tor import OnionSpec
 from node.app import create_app
-from node.errors import ValidationError
-from node.market.service import Market
-from node.web import keys
+from node.core import config as cfg
+from node.core.errors import ValidationError
+from node.market.market import Market
+from node.web import appkeys
 
 from .test_publish import FakeTor
 
@@ -58,38 +58,40 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[web.Application, AppTor]]:
 
 async def test_deleting_a_store_withdraws_its_onion_and_stops_its_listener(node):
     app, tor = node
-    market = app[keys.MARKET]
+    market = app[appkeys.MARKET]
     tor.market = market
     keep = (await market.create_store({"name": "Keep"}))["onion"]
     onion = (await market.create_store({"name": "Gone"}))["onion"]
-    assert set(tor.onions) == {keep, onion} and onion in app[keys.LISTENERS]
+    assert set(tor.onions) == {keep, onion} and onion in app[appkeys.LISTENERS]
     await market.delete_store(onion, onion)
     assert f"remove {onion}" in tor.calls and set(tor.onions) == {keep}
-    assert onion not in app[keys.LISTENERS] and onion not in app[keys.TARGETS] and onion not in app[keys.STATUS]
-    assert onion not in app[keys.PUBLISHER].wanted and keep in app[keys.LISTENERS]
+    assert (
+        onion not in app[appkeys.LISTENERS] and onion not in app[appkeys.TARGETS] and onion not in app[appkeys.STATUS]
+    )
+    assert onion not in app[appkeys.PUBLISHER].wanted and keep in app[appkeys.LISTENERS]
 
 
 async def test_a_new_port_moves_the_listener_and_republishes_the_onion(node):
     app, tor = node
-    market = app[keys.MARKET]
+    market = app[appkeys.MARKET]
     tor.market = market
     onion = (await market.create_store({"name": "Mover"}))["onion"]
-    before = app[keys.LISTENERS][onion]
+    before = app[appkeys.LISTENERS][onion]
     assert tor.targets[onion] == before.removeprefix("http://")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     await market.set_port(onion, port)
-    assert app[keys.LISTENERS][onion] == f"http://127.0.0.1:{port}"
+    assert app[appkeys.LISTENERS][onion] == f"http://127.0.0.1:{port}"
     assert tor.targets[onion] == f"127.0.0.1:{port}" and tor.calls[-2:] == [f"remove {onion}", f"add {onion}"]
 
 
 async def test_a_port_another_program_holds_is_refused_and_the_store_stays_up(node):
     app, tor = node
-    market = app[keys.MARKET]
+    market = app[appkeys.MARKET]
     tor.market = market
     onion = (await market.create_store({"name": "Blocked"}))["onion"]
-    before = (app[keys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions))
+    before = (app[appkeys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -99,13 +101,13 @@ async def test_a_port_another_program_holds_is_refused_and_the_store_stays_up(no
         assert "in use by another program" in caught.value.fields["port"]
         with pytest.raises(ValidationError):  # with a profile change, nothing of it is saved either
             await market.update_store(onion, {"name": "Renamed", "port": port})
-    assert (app[keys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions)) == before
+    assert (app[appkeys.LISTENERS][onion], (await market.store(onion))["port"], dict(tor.onions)) == before
     assert (await market.store(onion))["profile"]["name"] == "Blocked"
 
 
 async def test_a_port_taken_between_check_and_bind_says_so_and_unpublishes(node):
     app, tor = node
-    market = app[keys.MARKET]
+    market = app[appkeys.MARKET]
     tor.market = market
     market._port_free = None  # the race: another program binds the port right after the check
     onion = (await market.create_store({"name": "Raced"}))["onion"]
@@ -113,5 +115,5 @@ async def test_a_port_taken_between_check_and_bind_says_so_and_unpublishes(node)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         await market.set_port(onion, taken.getsockname()[1])
-    assert app[keys.STATUS][onion].startswith("error: cannot listen on port")
-    assert onion not in tor.onions and onion not in app[keys.LISTENERS]
+    assert app[appkeys.STATUS][onion].startswith("error: cannot listen on port")
+    assert onion not in tor.onions and onion not in app[appkeys.LISTENERS]

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import onion as onion_math
-from ..crypto import StoreKey
-from ..errors import Conflict, NotFound, StorageError, ValidationError
-from . import access, catalog, images
+from ..core import addresses
+from ..core.crypto import StoreKey
+from ..core.errors import Conflict, NotFound, StorageError, ValidationError
+from ..hosting import client_auth
+from . import catalog, images
 from . import listings as L
 from . import profile as P
 from . import stores as S
@@ -177,7 +178,7 @@ class Market:
         ``confirm`` must be the store's full onion address, so a mistyped name
         or prefix never deletes a store.
         """
-        if not isinstance(confirm, str) or onion_math.normalize(confirm) != onion:
+        if not isinstance(confirm, str) or addresses.normalize(confirm) != onion:
             raise ValidationError({"confirm": "must be the store's full onion address, to confirm the deletion"})
         async with self._stores_lock, self._writing(onion):
             record = await self._storage.get_store(onion)
@@ -192,7 +193,7 @@ class Market:
     # -- onion-service access ----------------------------------------------
     @staticmethod
     def access_options(record: dict[str, Any]) -> dict[str, Any]:
-        return {**access.defaults(), **(record.get("onion_service") or {})}
+        return {**client_auth.defaults(), **(record.get("onion_service") or {})}
 
     async def _change_access(self, onion: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         async with self._writing(onion):
@@ -207,9 +208,9 @@ class Market:
         """Change invite-only / max_streams / pow; turning invite-only on with no keys makes the first one."""
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
-            options = access.validate_options(data, current)
+            options = client_auth.validate_options(data, current)
             if options["invite_only"] and not options["clients"]:
-                options, _ = access.add_client(options, {"name": "first invitation"}, now=self.now())
+                options, _ = client_auth.add_client(options, {"name": "first invitation"}, now=self.now())
             return options
 
         return await self._change_access(onion, change)
@@ -219,7 +220,7 @@ class Market:
         made: list[dict[str, Any]] = []
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
-            options, client = access.add_client(current, data, now=self.now())
+            options, client = client_auth.add_client(current, data, now=self.now())
             made.append(client)
             return options
 
@@ -227,7 +228,7 @@ class Market:
         return made[0]
 
     async def remove_client(self, onion: str, client_id: str) -> None:
-        await self._change_access(onion, lambda current: access.remove_client(current, client_id))
+        await self._change_access(onion, lambda current: client_auth.remove_client(current, client_id))
 
     async def key(self, onion: str) -> StoreKey:
         if onion not in self._keys:

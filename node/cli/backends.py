@@ -14,12 +14,12 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .adapters.datadir import read_lock_info
-from .adapters.store import Storage
-from .app import limits_from, port_probe, read_token, url_for_host
-from .config import Config
-from .errors import NodeBusy, PasarError, StorageError, ValidationError
-from .market.service import Market
+from ..adapters.datadir import read_lock_info
+from ..adapters.store import Storage
+from ..app import limits_from, port_probe, read_token, url_for_host
+from ..core.config import Config
+from ..core.errors import NodeBusy, PasarError, StorageError, ValidationError
+from ..market.market import Market
 
 
 class Backend(Protocol):

@@ -8,9 +8,9 @@ import jinja2
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..market.service import Market
-    from ..publish import Publisher
+    from ..core.config import Config
+    from ..hosting.publisher import Publisher
+    from ..market.market import Market
     from .auth import AdminAuth
     from .pagecache import PageCache
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import TorError
+from ..core.errors import TorError
 
 if TYPE_CHECKING:
-    from .adapters.tor import OnionSpec, Tor
+    from ..adapters.tor import OnionSpec, Tor
 
 log = logging.getLogger(__name__)
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)

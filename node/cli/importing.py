@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config as cfg
-from .cli_common import out, read_file
-from .errors import PasarError, ValidationError
-from .market import importer
+from ..core import config as cfg
+from ..core.errors import PasarError, ValidationError
+from ..market import importer
+from .output import out, read_file
 
 if TYPE_CHECKING:
-    from .cli_backends import Backend
+    from .backends import Backend
 
 
 class Progress:
@@ -99,8 +99,8 @@ def _row_field(batch: list[importer.Row], key: str) -> str:
 
 
 async def cmd_listing_import(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .app import request_limit
-    from .cli_backends import open_backend
+    from ..app import request_limit
+    from .backends import open_backend
 
     path = Path(args.file)
     text = importer.decode(read_file(path))

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config as cfg
-from .cli_common import out
+from ..core import config as cfg
+from .output import out
 
 
 def _testnet_root(args: argparse.Namespace, config: cfg.Config) -> Path:
@@ -17,7 +17,7 @@ def _testnet_root(args: argparse.Namespace, config: cfg.Config) -> Path:
 
 
 async def cmd_testnet(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .testnet import TestNet
+    from ..testnet import TestNet
 
     root = _testnet_root(args, config)
     if args.testnet_command == "down":

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from . import crypto, onion
+from . import addresses, crypto
 from .errors import SignatureError, ValidationError
 
 VERSION = 1
@@ -66,7 +66,7 @@ def _check_shape(env: Any) -> None:
         raise ValidationError(problems, "malformed envelope")
     if env["v"] != VERSION:
         raise ValidationError({"v": f"unsupported envelope version {env['v']}"})
-    if not _ADDRESS.fullmatch(env["store"]) or not onion.is_address(env["store"]):
+    if not _ADDRESS.fullmatch(env["store"]) or not addresses.is_address(env["store"]):
         raise ValidationError({"store": "must be a v3 onion address: 56 lower-case characters, no .onion"})
     problem = _json_problem(env["body"], 0)
     if problem:

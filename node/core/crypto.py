@@ -12,7 +12,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from . import onion
+from . import addresses
 from .errors import SignatureError
 
 
@@ -63,7 +63,7 @@ class StoreKey:
 
     @property
     def onion(self) -> str:
-        return onion.address_from_pubkey(self.public_key)
+        return addresses.address_from_pubkey(self.public_key)
 
     def sign(self, message: bytes) -> bytes:
         return self._signing.sign(message).signature
@@ -83,7 +83,7 @@ class StoreKey:
 
 def verify(store: str, message: bytes, signature: bytes) -> None:
     """Raise SignatureError unless ``signature`` by ``store``'s key covers ``message``."""
-    pubkey = onion.pubkey_from_address(store)
+    pubkey = addresses.pubkey_from_address(store)
     try:
         nacl.signing.VerifyKey(pubkey).verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):

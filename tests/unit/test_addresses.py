@@ -9,9 +9,9 @@ import hashlib
 
 import pytest
 
-from node import onion
-from node.crypto import StoreKey
-from node.errors import ValidationError
+from node.core import addresses
+from node.core.crypto import StoreKey
+from node.core.errors import ValidationError
 
 RFC_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 RFC_PUB = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
@@ -20,12 +20,12 @@ RFC_BLOB = "MHyDhk8oM8tCei7xwAoBPP3/J2jZgMCjpSDwBpBN6U+bTwr+KAt0aneGhOdUQlAgV7dH
 
 
 def test_address_from_pubkey_matches_tor_vector():
-    assert onion.address_from_pubkey(RFC_PUB) == RFC_ADDR
+    assert addresses.address_from_pubkey(RFC_PUB) == RFC_ADDR
 
 
 def test_pubkey_from_address_round_trips():
-    assert onion.pubkey_from_address(RFC_ADDR) == RFC_PUB
-    assert onion.pubkey_from_address(RFC_ADDR.upper() + ".onion") == RFC_PUB
+    assert addresses.pubkey_from_address(RFC_ADDR) == RFC_PUB
+    assert addresses.pubkey_from_address(RFC_ADDR.upper() + ".onion") == RFC_PUB
 
 
 def test_store_key_from_seed_has_vector_address_and_blob():
@@ -47,7 +47,7 @@ def test_blob_is_clamped_scalar_then_prf_secret():
 def test_random_keys_round_trip():
     for _ in range(20):
         key = StoreKey.generate()
-        assert onion.pubkey_from_address(key.onion) == key.public_key
+        assert addresses.pubkey_from_address(key.onion) == key.public_key
         assert len(key.onion) == 56
 
 
@@ -57,11 +57,11 @@ def test_random_keys_round_trip():
         (RFC_ADDR[:10] + ("a" if RFC_ADDR[10] != "a" else "b") + RFC_ADDR[11:], "checksum"),
         (RFC_ADDR[:-2], "56 characters"),
         ("1" * 56, "base32"),
-        (onion.base64.b32encode(RFC_PUB + b"\0\0\x02").decode().lower(), "v3"),
+        (addresses.base64.b32encode(RFC_PUB + b"\0\0\x02").decode().lower(), "v3"),
     ],
 )
 def test_bad_addresses_are_rejected_with_reason(bad, why):
     with pytest.raises(ValidationError) as exc:
-        onion.pubkey_from_address(bad)
+        addresses.pubkey_from_address(bad)
     assert why in exc.value.message
-    assert not onion.is_address(bad)
+    assert not addresses.is_address(bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 MAX_PROBLEMS = 50  # problems printed one per line before "... and N more"
 

@@ -9,9 +9,9 @@ import secrets
 import time
 from typing import Any
 
-from ..crypto import ClientAuthKey
-from ..errors import NotFound, ValidationError
-from . import fields as f
+from ..core import fields as f
+from ..core.crypto import ClientAuthKey
+from ..core.errors import NotFound, ValidationError
 
 MAX_CLIENTS = 200  # tor puts every client in the descriptor; keep it well inside its size limit
 MAX_STREAMS = 1000

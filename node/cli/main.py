@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from . import config as cfg
-from .adapters.datadir import DataDirLock
-from .adapters.store import Storage
-from .cli_common import out, problem_lines, read_file
-from .cli_import import cmd_listing_import
-from .cli_testnet import add_testnet_commands
-from .errors import ConfigError, PasarError, ValidationError
-from .fsutil import atomic_write, make_private_dir
+from .. import __version__
+from ..adapters.datadir import DataDirLock
+from ..adapters.fsutil import atomic_write, make_private_dir
+from ..adapters.store import Storage
+from ..core import config as cfg
+from ..core.errors import ConfigError, PasarError, ValidationError
+from .importing import cmd_listing_import
+from .output import out, problem_lines, read_file
+from .testnet import add_testnet_commands
 
 log = logging.getLogger("pasar")
 Command = Callable[[argparse.Namespace, cfg.Config], Awaitable[int]]
@@ -47,7 +47,7 @@ def _ask_password() -> str:
 
 
 async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .crypto import hash_password
+    from ..core.crypto import hash_password
 
     # Ask first: a refused password must not leave a data dir nobody can log in to.
     password_hash = None
@@ -75,7 +75,7 @@ async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
 
 # -- run ---------------------------------------------------------------------
 async def cmd_run(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .app import serve
+    from ..app import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,7 +88,7 @@ async def cmd_run(args: argparse.Namespace, config: cfg.Config) -> int:
 
 # -- stores ------------------------------------------------------------------
 async def cmd_store_create(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         store = await backend.create_store({"name": args.name, "description": args.description or ""})
@@ -97,7 +97,7 @@ async def cmd_store_create(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 async def cmd_store_list(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         stores = await backend.stores()
@@ -134,7 +134,7 @@ def _ask(prompt: str) -> str:
 
 
 async def cmd_store_delete(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         onion = await backend.resolve(args.store)
@@ -149,7 +149,7 @@ async def cmd_store_delete(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 async def cmd_store_set_port(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         store = await backend.set_port(await backend.resolve(args.store), args.port)
@@ -163,7 +163,7 @@ async def cmd_store_set_port(args: argparse.Namespace, config: cfg.Config) -> in
 
 # -- listings ----------------------------------------------------------------
 def _listing_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from .market import lineformats
+    from ..market import lineformats
 
     data: dict[str, Any] = {}
     if args.json_file:
@@ -180,7 +180,7 @@ def _listing_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_listing_add(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     data = _listing_from_args(args)
     async with open_backend(config) as backend:
@@ -194,8 +194,8 @@ async def cmd_listing_add(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 async def cmd_listing_list(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
-    from .web.render import sats
+    from ..web.render import sats
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         items = await backend.listings(await backend.resolve(args.store))
@@ -209,7 +209,7 @@ async def cmd_listing_list(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 async def cmd_listing_remove(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .cli_backends import open_backend
+    from .backends import open_backend
 
     async with open_backend(config) as backend:
         await backend.remove_listing(await backend.resolve(args.store), args.id)

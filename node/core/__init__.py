@@ -1,0 +1,1 @@
+"""Shared foundation: errors, settings, crypto, signed envelopes, onion addresses, typed models."""

@@ -1,0 +1,1 @@
+"""Onion services for stores: publishing through tor, client authorization."""
