@@ -1,37 +1,50 @@
 """App factory: the admin application owns every resource as a cleanup context.
 
-``create_app`` returns the admin app (loopback). Its cleanup contexts open the
-storage, build the market, and start one listener per store, each serving its
-own storefront application. ``serve`` binds the admin listener and runs until
-told to stop.
+``create_app`` returns the admin app (loopback). Its cleanup contexts, module
+level functions below, open the storage, build the market, start one
+listener per store (each serving its own storefront app), keep the stores'
+onions published through tor, and hold the outbound HTTP client. Each reads
+what it needs from typed AppKeys, sets up, yields, and tears down in reverse.
+The market tells the app about store changes through one observer
+(``StoreEvents``), which says in code in which order the node reacts.
+``serve`` binds the admin listener and runs until told to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
+from .adapters.net import TorHttp
 from .adapters.store import Storage
-from .adapters.tor import OnionSpec, Tor, TorSettings
+from .adapters.tor import Tor as StemTor
+from .adapters.tor import TorSettings
 from .core.config import Config
 from .core.errors import ConfigError, TorError
-from .hosting import client_auth
+from .core.events import StoreChange, StoreChanged
+from .core.models import OnionSpec, StoreRecord, StoreStatus
+from .core.ports import Http, Tor
+from .core.tasks import supervised
 from .hosting.publisher import Publisher
+from .hosting.spec import Unpublishable, onion_spec
 from .market.market import Limits, Market
-from .web import admin, api, appkeys, bodies, middlewares, render
+from .web import admin, api, appkeys, bodies, listeners, middlewares, render
 from .web.auth import AdminAuth, make_guard
+from .web.listeners import url_for_host
 from .web.pagecache import PageCache
-from .web.storefront import create_store_app, loopback_hosts
 
+__all__ = ["create_app", "port_probe", "read_token", "request_limit", "serve", "url_for_host"]
 log = logging.getLogger(__name__)
+# The storage adapter itself (the app opens and closes it); web/ sees only the market.
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 
 
 def templates_dir() -> Path:
@@ -45,15 +58,11 @@ def templates_dir() -> Path:
     raise ConfigError("cannot find Pasar's templates directory; reinstall Pasar")
 
 
-def url_for_host(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def read_token(config: Config) -> str:
     try:
         token = config.admin_token_path.read_text().strip()
-    except OSError:
-        raise ConfigError(f"{config.admin_token_path} is missing: run `pasar init` first") from None
+    except OSError as exc:
+        raise ConfigError(f"{config.admin_token_path} is missing: run `pasar init` first") from exc
     if len(token) < 32:
         raise ConfigError(f"{config.admin_token_path} is damaged: run `pasar init --new-token`")
     return token
@@ -79,215 +88,157 @@ def port_probe(host: str) -> Callable[[int], Awaitable[bool]]:
     return free
 
 
-def limits_from(config: Config) -> Limits:
-    return Limits(
-        catalog_ttl=config.catalog_ttl,
-        max_images=config.max_images,
-        max_image_bytes=config.max_image_bytes,
-        max_image_side=config.max_image_side,
-        store_port_base=config.store_port_base,
-        reserved_ports=frozenset({config.admin_port}),
-    )
+class StoreEvents:
+    """The app's one observer of the market: what the node does, in order, when a store changes.
 
-
-def tor_settings(config: Config) -> TorSettings:
-    return TorSettings(
-        data_dir=config.data_dir / "tor",
-        control=config.tor_control,
-        socks=config.tor_socks,
-        password=config.tor_password,
-        binary=config.tor_binary,
-        extra_torrc=config.tor_extra_torrc,
-    )
-
-
-def _socket_path(config: Config, onion: str) -> Path | None:
-    """Where the embedded tor reaches a store; None when the path is too long for a unix socket."""
-    path = config.data_dir / "run" / f"{onion[:16]}.sock"
-    return path if len(str(path)) <= 100 else None
-
-
-async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -> None:
-    path = _socket_path(app[appkeys.CONFIG], onion)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        await web.UnixSite(runner, str(path)).start()
-    except OSError as exc:
-        log.warning("store %s: no unix socket %s (%s); tor reaches it on its loopback port", onion, path, exc)
-        return
-    app[appkeys.TARGETS][onion] = f"unix:{path}"
-
-
-async def _start_listener(app: web.Application, record: dict[str, Any], runners: dict[str, web.AppRunner]) -> None:
-    """Serve one store on its own loopback port; a failure marks only that store."""
-    config, onion = app[appkeys.CONFIG], record["onion"]
-    runner = web.AppRunner(
-        create_store_app(app, onion), access_log=None, handle_signals=False, logger=middlewares.STORE_SERVER_LOG
-    )
-    await runner.setup()
-    port = record["port"] or 0
-    try:
-        await web.TCPSite(runner, config.store_host, port, reuse_address=True).start()
-    except OSError as exc:
-        await runner.cleanup()
-        app[appkeys.STATUS][onion] = (
-            f"error: cannot listen on port {port} ({exc.strerror}); free it or change the store's port"
-        )
-        log.error("store %s: %s", onion, app[appkeys.STATUS][onion])
-        return
-    bound = runner.addresses[0]
-    runner.app[appkeys.HOSTS].update(loopback_hosts(bound[1]))
-    runners[onion] = runner
-    app[appkeys.LISTENERS][onion] = url_for_host(bound[0], bound[1])
-    app[appkeys.TARGETS][onion] = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
-    app[appkeys.STATUS][onion] = "local"
-    if app[appkeys.UNIX_TARGETS]:
-        await _start_unix(app, runner, onion)
-    log.info("store %s serving on %s", onion, app[appkeys.LISTENERS][onion])
-
-
-async def _stop_listener(app: web.Application, onion: str, runners: dict[str, web.AppRunner]) -> None:
-    """Stop one store's listener (a deleted store, or before it moves to another port)."""
-    runner = runners.pop(onion, None)
-    app[appkeys.LISTENERS].pop(onion, None)
-    target = app[appkeys.TARGETS].pop(onion, None)
-    if runner is not None:
-        await runner.cleanup()
-    if target is not None and target.startswith("unix:"):
-        Path(target.removeprefix("unix:")).unlink(missing_ok=True)
-
-
-async def _onion_spec(app: web.Application, record: dict[str, Any]) -> OnionSpec | str:
-    """What tor should publish for this store, or why it must not be published."""
-    onion, market = record["onion"], app[appkeys.MARKET]
-    target = app[appkeys.TARGETS].get(onion)
-    if target is None:
-        return app[appkeys.STATUS].get(onion, "error: the store's listener is not running")
-    options = market.access_options(record)
-    problem = client_auth.problem(options)
-    if problem:
-        return f"error: {problem}"
-    return OnionSpec(
-        key_blob=(await market.key(onion)).add_onion_blob(),
-        target=target,
-        client_keys=tuple(c["public"] for c in options["clients"]) if options["invite_only"] else (),
-        max_streams=options["max_streams"],
-        pow=options["pow"],
-    )
-
-
-def _tor_ctx(tor: Tor) -> Any:
-    async def tor_ctx(app: web.Application) -> AsyncIterator[None]:
-        publisher = Publisher(tor, status=app[appkeys.STATUS])
-        app[appkeys.PUBLISHER] = publisher
-
-        async def update(record: dict[str, Any]) -> None:
-            spec = await _onion_spec(app, record)
-            await publisher.publish(record["onion"], spec if isinstance(spec, OnionSpec) else None)
-            if isinstance(spec, str):
-                app[appkeys.STATUS][record["onion"]] = spec
-
-        async def withdraw(record: dict[str, Any]) -> None:
-            await publisher.publish(record["onion"], None)
-            app[appkeys.STATUS].pop(record["onion"], None)
-
-        market = app[appkeys.MARKET]
-        for record in await market.stores():
-            await update(record)
-        try:
-            await publisher.start()
-        except TorError:
-            await tor.close()
-            raise
-        market.on_store_created.append(update)
-        market.on_access_changed.append(update)
-        market.on_store_deleted.insert(0, withdraw)  # before its listener stops
-        market.on_port_changed.append(update)  # after the listener moved: a new target republishes
-        task = asyncio.create_task(publisher.run(), name="tor-publisher")
-        yield
-        market.on_store_created.remove(update)
-        market.on_access_changed.remove(update)
-        market.on_store_deleted.remove(withdraw)
-        market.on_port_changed.remove(update)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await tor.close()
-
-    return tor_ctx
-
-
-def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | None = None) -> web.Application:
-    """The admin app; its cleanup contexts own the storage, market, store listeners and tor.
-
-    Without ``tor`` stores are served on loopback only.
+    A part of the node that is not running (no tor, or before its context
+    started) is skipped.
     """
-    store = storage or Storage(config.data_dir)
-    runners: dict[str, web.AppRunner] = {}
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    async def __call__(self, event: StoreChanged) -> None:
+        record, onion = event.record, event.record["onion"]
+        if event.change is StoreChange.CREATED:
+            await self._start_listener(record)
+            await publish(self.app, record)
+        elif event.change is StoreChange.DELETED:
+            await withdraw(self.app, onion)  # before its listener stops: tor must not point at nothing
+            await self._stop_listener(onion)
+            self.app[appkeys.STATUS].pop(onion, None)
+        elif event.change is StoreChange.PORT_CHANGED:
+            await self._stop_listener(onion)
+            await self._start_listener(record)
+            await publish(self.app, record)  # the new target republishes
+        elif event.change is StoreChange.ACCESS_CHANGED:
+            await publish(self.app, record)
+        # PROFILE_CHANGED, CATALOG_CHANGED: nothing yet (gossip will announce them).
+
+    async def _start_listener(self, record: StoreRecord) -> None:
+        if appkeys.RUNNERS in self.app:
+            await listeners.start(self.app, record)
+
+    async def _stop_listener(self, onion: str) -> None:
+        if appkeys.RUNNERS in self.app:
+            await listeners.stop(self.app, onion)
+
+
+async def publish(app: web.Application, record: StoreRecord) -> None:
+    """Have tor publish the store as it is now, or withdraw it and say why not (no tor: nothing)."""
+    publisher = app.get(appkeys.PUBLISHER)
+    if publisher is None:
+        return
+    spec = await _spec(app, record)
+    await publisher.publish(record["onion"], spec if isinstance(spec, OnionSpec) else None)
+    if isinstance(spec, StoreStatus):
+        app[appkeys.STATUS][record["onion"]] = spec
+
+
+async def _spec(app: web.Application, record: StoreRecord) -> OnionSpec | StoreStatus:
+    onion = record["onion"]
+    target = app[appkeys.TARGETS].get(onion)
+    if target is None:  # its listener failed (that status says why) or is not running
+        return app[appkeys.STATUS].get(onion, StoreStatus.error("the store's listener is not running"))
+    spec = onion_spec(record, (await app[appkeys.MARKET].key(onion)).add_onion_blob(), target)
+    return StoreStatus.error(spec.reason) if isinstance(spec, Unpublishable) else spec
+
+
+async def withdraw(app: web.Application, onion: str) -> None:
+    publisher = app.get(appkeys.PUBLISHER)
+    if publisher is not None:
+        await publisher.publish(onion, None)
+
+
+# -- cleanup contexts, in app.cleanup_ctx order (torn down in reverse) ---------
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    storage = app[STORAGE]
+    await storage.open()
+    yield
+    await storage.close()
+
+
+async def market_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, storage = app[appkeys.CONFIG], app[STORAGE]
+    app[appkeys.MARKET] = Market(
+        storage, Limits.from_config(config), port_free=port_probe(config.store_host), observer=StoreEvents(app)
+    )
+    app[appkeys.AUTH].password_hash = await storage.admin_password_hash()
+    yield
+
+
+async def listeners_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[appkeys.RUNNERS] = {}
+    for record in await app[appkeys.MARKET].stores():
+        await listeners.start(app, record)
+    yield
+    await listeners.stop_all(app)
+
+
+async def tor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Publish every store's onion and keep them published (a supervised loop); without tor: nothing."""
+    tor = app[appkeys.TOR]
+    if tor is None:
+        yield
+        return
+    publisher = app[appkeys.PUBLISHER] = Publisher(tor, status=app[appkeys.STATUS])
+    for record in await app[appkeys.MARKET].stores():
+        await publish(app, record)
+    try:
+        await publisher.start()
+    except TorError:
+        await tor.close()
+        raise
+    task = asyncio.create_task(supervised("the tor publisher", publisher.run), name="tor-publisher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await tor.close()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Outbound HTTP through tor's SocksPort (wherever tor has it after each reconnect)."""
+    tor = app[appkeys.TOR]
+    if appkeys.HTTP not in app and tor is not None:
+        app[appkeys.HTTP] = TorHttp(lambda: tor.socks)
+    yield
+    http = app.get(appkeys.HTTP)
+    if http is not None:
+        await http.close()
+
+
+# storage < market (reads it) < listeners (serve the market's stores) < tor (publishes the
+# listeners' targets) < http (through tor). Shutdown runs them backwards: onions are withdrawn
+# while their listeners still run, and the storage closes last.
+CONTEXTS = (storage_ctx, market_ctx, listeners_ctx, tor_ctx, http_ctx)
+
+
+def create_app(
+    config: Config, *, storage: Storage | None = None, tor: Tor | None = None, http: Http | None = None
+) -> web.Application:
+    """The admin app; its cleanup contexts own the storage, market, store listeners, tor and outbound HTTP.
+
+    Without ``tor`` stores are served on loopback only and there is no outbound HTTP (unless ``http`` is given).
+    """
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
-    max_body = request_limit(config)
     app = web.Application(
-        middlewares=[middlewares.errors, make_guard(auth), bodies.parse_forms], client_max_size=max_body
+        middlewares=[middlewares.errors, make_guard(auth), bodies.parse_forms], client_max_size=request_limit(config)
     )
     app.on_response_prepare.append(middlewares.admin_headers)
-    app[appkeys.CONFIG] = config
-    app[appkeys.AUTH] = auth
-    app[appkeys.PAGES] = PageCache()
-    app[appkeys.LISTENERS] = {}
-    app[appkeys.STATUS] = {}
-    app[appkeys.TARGETS] = {}
+    app[appkeys.CONFIG], app[appkeys.AUTH], app[appkeys.PAGES] = config, auth, PageCache()
+    app[STORAGE] = storage or Storage(config.data_dir)
+    app[appkeys.TOR] = tor
+    if http is not None:
+        app[appkeys.HTTP] = http
+    app[appkeys.LISTENERS], app[appkeys.STATUS], app[appkeys.TARGETS] = {}, {}, {}
     # The embedded tor runs as this user, so it can reach unix sockets in the data dir.
-    app[appkeys.UNIX_TARGETS] = tor is not None and tor.settings.embedded
+    app[appkeys.UNIX_TARGETS] = tor is not None and tor.embedded
     tdir = templates_dir()
     app[appkeys.CSS] = (tdir / "static" / "style.css").read_bytes()
     app[appkeys.JINJA] = render.make_env(tdir)
     render.attach(app, app[appkeys.JINJA])
-
-    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        await store.open()
-        yield
-        await store.close()
-
-    async def market_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[appkeys.MARKET] = Market(store, limits_from(config), port_free=port_probe(config.store_host))
-        auth.password_hash = await store.admin_password_hash()
-        yield
-
-    async def listeners_ctx(app: web.Application) -> AsyncIterator[None]:
-        market = app[appkeys.MARKET]
-        for record in await market.stores():
-            await _start_listener(app, record, runners)
-
-        async def on_created(record: dict[str, Any]) -> None:
-            await _start_listener(app, record, runners)
-
-        async def on_deleted(record: dict[str, Any]) -> None:
-            await _stop_listener(app, record["onion"], runners)
-            app[appkeys.STATUS].pop(record["onion"], None)
-
-        async def on_port_changed(record: dict[str, Any]) -> None:
-            await _stop_listener(app, record["onion"], runners)
-            await _start_listener(app, record, runners)
-
-        market.on_store_created.append(on_created)
-        market.on_store_deleted.append(on_deleted)
-        market.on_port_changed.append(on_port_changed)
-        yield
-        market.on_store_created.remove(on_created)
-        market.on_store_deleted.remove(on_deleted)
-        market.on_port_changed.remove(on_port_changed)
-        await asyncio.gather(*(r.cleanup() for r in runners.values()))
-        runners.clear()
-        for target in app[appkeys.TARGETS].values():
-            if target.startswith("unix:"):
-                Path(target.removeprefix("unix:")).unlink(missing_ok=True)
-        app[appkeys.LISTENERS].clear()
-        app[appkeys.TARGETS].clear()
-
-    app.cleanup_ctx.extend([storage_ctx, market_ctx, listeners_ctx])
-    if tor is not None:
-        app.cleanup_ctx.append(_tor_ctx(tor))
+    app.cleanup_ctx.extend(CONTEXTS)
     admin.add_routes(app)
     api.add_routes(app)
     return app
@@ -296,7 +247,8 @@ def create_app(config: Config, *, storage: Storage | None = None, tor: Tor | Non
 async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) -> None:
     """Run the node until ``stop`` is set."""
     storage = Storage(config.data_dir)
-    app = create_app(config, storage=storage, tor=Tor(tor_settings(config)) if use_tor else None)
+    tor = StemTor(TorSettings.from_config(config)) if use_tor else None
+    app = create_app(config, storage=storage, tor=tor)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
         await runner.setup()  # a failure here still runs the cleanup contexts already entered
@@ -306,7 +258,7 @@ async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) ->
             raise ConfigError(
                 f"admin port {config.admin_port} on {config.admin_host} is unavailable ({exc.strerror}); "
                 "is another node running? choose another with --admin-port"
-            ) from None
+            ) from exc
         host, port = runner.addresses[0][:2]
         app[appkeys.AUTH].set_port(config.admin_host, port)
         admin_url = url_for_host(host, port)

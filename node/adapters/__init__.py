@@ -1,1 +1,4 @@
-"""Adapters: the only modules that touch tinydb, stem, bitcoinrpc or sockets."""
+"""Adapters: the only modules that touch tinydb, sqlite3, stem, bitcoinrpc, subprocesses or sockets.
+
+Each one stands behind a Protocol in ``node/core/ports.py``; features get them passed in.
+"""

@@ -43,7 +43,7 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise StorageError(f"cannot list {directory}: {exc.strerror}") from None
+        raise StorageError(f"cannot list {directory}: {exc.strerror}") from exc
     for path in entries:
         if TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
             try:
@@ -51,7 +51,7 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise StorageError(f"cannot remove the stale temp file {path}: {exc.strerror}; remove it") from None
+                raise StorageError(f"cannot remove the stale temp file {path}: {exc.strerror}; remove it") from exc
             removed.append(path)
     return removed
 
@@ -70,7 +70,7 @@ class AtomicJSONStorage(Storage):
             try:
                 self._data = json.loads(self._path.read_bytes())
             except (OSError, ValueError) as exc:
-                raise StorageError(f"cannot read {self._path}: {exc}") from None
+                raise StorageError(f"cannot read {self._path}: {exc}") from exc
         return self._data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
@@ -84,9 +84,12 @@ class AtomicJSONStorage(Storage):
         try:
             payload = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
             atomic_write(self._path, payload.encode("utf-8"))
-        except (OSError, TypeError, ValueError) as exc:
+        except OSError as exc:
             self._data = None  # memory may be ahead of disk: reload on next read
-            raise StorageError(f"cannot write {self._path}: {exc}") from None
+            raise StorageError(f"cannot write {self._path}: {exc}") from exc
+        except BaseException:
+            self._data = None  # a bug (data JSON cannot hold): nothing written; it surfaces as itself
+            raise
         self._dirty = False
 
     @contextmanager

@@ -11,8 +11,11 @@ URLs is accepted, so the node never makes a direct clearnet connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,13 +24,19 @@ import yarl
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError, ProxyType
 
 from ..core import addresses
-from ..core.errors import BadRequest
+from ..core.errors import BadRequest, Unreachable
+from ..core.models import HttpReply
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=45)
 USER_AGENT = "Pasar"
 # What a request through tor can raise when the other side is unreachable
 # (SOCKS errors from aiohttp-socks are not aiohttp.ClientError).
 UNREACHABLE = (aiohttp.ClientError, ProxyError, ProxyConnectionError, ProxyTimeoutError, OSError, TimeoutError)
+GET_DEADLINE = 120.0  # seconds one ``get`` may take, all attempts together
+GET_ATTEMPTS = 8
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # between attempts; the last one repeats
 
 
 def onion_of(url: str) -> str:
@@ -63,12 +72,20 @@ def _only_to(onion: str) -> aiohttp.TraceConfig:
     return trace
 
 
+Endpoint = tuple[str, int]
+
+
 class TorHttp:
-    """aiohttp sessions through tor, one per destination store (bounded, least recently used)."""
+    """aiohttp sessions through tor, one per destination store (bounded, least recently used).
+
+    ``socks`` is tor's SocksPort, or a function that tells where it is now: an
+    embedded tor listens on a new port after each restart, and sessions made
+    through the old one are replaced.
+    """
 
     def __init__(
         self,
-        socks: tuple[str, int],
+        socks: Endpoint | Callable[[], Endpoint | None],
         *,
         max_sessions: int = 64,
         connections_per_store: int = 8,
@@ -81,6 +98,7 @@ class TorHttp:
         # Secret per node run: isolation usernames are not guessable across runs.
         self._salt = secrets.token_hex(8)
         self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
+        self._via: dict[str, Endpoint] = {}  # onion -> the SocksPort its session goes through
         self._closing: set[asyncio.Task[None]] = set()
         self._fresh: dict[str, int] = {}  # onion -> how many times its circuits were replaced
 
@@ -104,13 +122,17 @@ class TorHttp:
 
     def session(self, url: str) -> aiohttp.ClientSession:
         """The session for the store ``url`` points at (creating it if needed)."""
-        onion = onion_of(url)
+        onion, endpoint = onion_of(url), self.endpoint()
         session = self._sessions.pop(onion, None)
+        if session is not None and self._via.get(onion) != endpoint:
+            self._close_later(session)
+            session = None
         if session is None or session.closed:
             username, password = self.isolation(onion)
+            self._via[onion] = endpoint
             connector = ProxyConnector(
-                host=self.socks[0],
-                port=self.socks[1],
+                host=endpoint[0],
+                port=endpoint[1],
                 proxy_type=ProxyType.SOCKS5,
                 username=username,
                 password=password,
@@ -128,12 +150,73 @@ class TorHttp:
             # Callers keep fewer stores in flight than max_sessions, so the oldest is idle.
             gone, oldest = self._sessions.popitem(last=False)
             self._fresh.pop(gone, None)
-            task = asyncio.get_running_loop().create_task(oldest.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._via.pop(gone, None)
+            self._close_later(oldest)
         return session
+
+    def endpoint(self) -> Endpoint:
+        """tor's SocksPort now; ``Unreachable`` while tor has none (not connected yet)."""
+        endpoint = self.socks() if callable(self.socks) else self.socks
+        if endpoint is None:
+            raise Unreachable("tor has no SOCKS port right now (not connected yet); try again shortly")
+        return endpoint
+
+    def _close_later(self, session: aiohttp.ClientSession) -> None:
+        task = asyncio.get_running_loop().create_task(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def get(
+        self,
+        url: str,
+        *,
+        deadline: float = GET_DEADLINE,
+        attempts: int = GET_ATTEMPTS,
+        allow_redirects: bool = False,
+        before_retry: Callable[[], object] | None = None,
+        pauses: Sequence[float] = RETRY_PAUSES,
+    ) -> HttpReply:
+        """GET ``url`` and read the whole response, retrying what tor makes transient.
+
+        A failure to reach the store (SOCKS or proxy errors, a connection that
+        drops, a timeout) moves it to new circuits (``forget``), calls
+        ``before_retry`` and tries again after the next of ``pauses`` (the
+        last one repeats): at most ``attempts`` times, never past ``deadline``
+        seconds (an attempt still running then is cut short). Then
+        ``Unreachable``, caused by the last failure. Any HTTP status is a
+        reply, not a failure.
+        """
+        began = time.monotonic()
+        give_up, failures = began + deadline, []
+        for attempt in range(max(1, attempts)):
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout_at(_loop_time(give_up)):
+                    return await self._get_once(url, allow_redirects)
+            except UNREACHABLE as exc:
+                failures.append(f"{exc!r} after {time.monotonic() - started:.1f}s")
+                last = exc
+            pause = pauses[min(attempt, len(pauses) - 1)]
+            if attempt + 1 >= attempts or time.monotonic() + pause >= give_up:
+                break
+            log.debug("%s: attempt %d failed (%s); retrying on new circuits", url, attempt + 1, failures[-1])
+            await self.forget(url)  # a dead rendezvous circuit would stall this store
+            if before_retry is not None:
+                before_retry()
+            await asyncio.sleep(pause)
+        elapsed = time.monotonic() - began
+        raise Unreachable(f"{url} did not answer ({len(failures)} attempts in {elapsed:.0f}s): {failures}") from last
+
+    async def _get_once(self, url: str, allow_redirects: bool) -> HttpReply:
+        async with self.session(url).get(url, allow_redirects=allow_redirects) as resp:
+            return HttpReply(status=resp.status, body=await resp.read(), headers=dict(resp.headers))
 
     async def close(self) -> None:
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), *self._closing)
+
+
+def _loop_time(monotonic: float) -> float:
+    """A ``time.monotonic()`` instant on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (monotonic - time.monotonic())

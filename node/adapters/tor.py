@@ -29,10 +29,11 @@ import stem.version
 
 from ..core.config import host_port
 from ..core.errors import TorError
+from ..core.models import OnionSpec
 from . import torprocess
 from .torprocess import TorSettings, find_binary
 
-__all__ = ["OnionSpec", "Tor", "TorSettings", "find_binary"]
+__all__ = ["Tor", "TorSettings", "add_onion_command", "find_binary"]
 log = logging.getLogger(__name__)
 # stem sets its own logger to TRACE on import and logs every control message.
 logging.getLogger("stem").setLevel(logging.WARNING)
@@ -43,31 +44,22 @@ POW_VERSION = stem.version.Version("0.4.9.2")  # PoWDefensesEnabled on ADD_ONION
 PROBE_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class OnionSpec:
-    """One onion service: its key, where port 80 goes, and its options."""
-
-    key_blob: str  # ADD_ONION ED25519-V3 blob
-    target: str  # "unix:/path" or "127.0.0.1:PORT"
-    client_keys: tuple[str, ...] = ()  # base32 x25519 public keys (invite-only when non-empty)
-    max_streams: int = 0  # per rendezvous circuit; 0 = unlimited
-    pow: bool = False  # proof-of-work DoS defence
-
-    def command(self) -> str:
-        parts = [f"ADD_ONION ED25519-V3:{self.key_blob}"]
-        flags = ["DiscardPK"]
-        if self.max_streams:
-            flags.append("MaxStreamsCloseCircuit")
-        if self.client_keys:
-            flags.append("V3Auth")
-        parts.append("Flags=" + ",".join(flags))
-        if self.max_streams:
-            parts.append(f"MaxStreams={self.max_streams}")
-        if self.pow:
-            parts.append("PoWDefensesEnabled=1")
-        parts.append(f"Port=80,{self.target}")
-        parts.extend(f"ClientAuthV3={key}" for key in self.client_keys)
-        return " ".join(parts)
+def add_onion_command(spec: OnionSpec) -> str:
+    """The ADD_ONION control command that publishes ``spec``."""
+    parts = [f"ADD_ONION ED25519-V3:{spec.key_blob}"]
+    flags = ["DiscardPK"]
+    if spec.max_streams:
+        flags.append("MaxStreamsCloseCircuit")
+    if spec.client_keys:
+        flags.append("V3Auth")
+    parts.append("Flags=" + ",".join(flags))
+    if spec.max_streams:
+        parts.append(f"MaxStreams={spec.max_streams}")
+    if spec.pow:
+        parts.append("PoWDefensesEnabled=1")
+    parts.append(f"Port=80,{spec.target}")
+    parts.extend(f"ClientAuthV3={key}" for key in spec.client_keys)
+    return " ".join(parts)
 
 
 @dataclass
@@ -94,6 +86,10 @@ class Tor:
         self.version = ""
         self.supports_pow = False
         self.socks: tuple[str, int] | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.embedded
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -132,18 +128,18 @@ class Tor:
                 control = self.settings.control
             self._session = _Session(_connect(control, self.settings.password), process)
             controller = self._session.controller
-            version = _control_call(controller.get_version)
+            version = _tor_version(controller)
             self.version, self.supports_pow = str(version).split(" ")[0], version >= POW_VERSION
             self.socks = self._socks_endpoint(controller)
             self._listen(self._session, events, loop, progress)
-        except (TorError, OSError, ValueError, stem.ControllerError) as exc:
+        except (TorError, OSError, stem.ControllerError) as exc:
             if self._session is not None:
                 self._stop()
             elif process is not None:
                 torprocess.terminate(process)
             if isinstance(exc, TorError):
                 raise
-            raise TorError(f"could not start using tor: {exc}") from None
+            raise TorError(f"could not start using tor: {exc}") from exc
 
     def _socks_endpoint(self, controller: stem.control.Controller) -> tuple[str, int] | None:
         """Where outbound connections go; None if this tor has no loopback SocksPort (yet)."""
@@ -197,7 +193,7 @@ class Tor:
         """Publish; returns the onion name tor computed (without ``.onion``)."""
 
         def run() -> str:
-            reply = _control_call(self._controller().msg, spec.command())
+            reply = _control_call(self._controller().msg, add_onion_command(spec))
             if not reply.is_ok():
                 raise TorError(_add_onion_problem(str(reply)))
             _control_call(stem.response.convert, "ADD_ONION", reply)
@@ -249,10 +245,18 @@ class Tor:
 def _control_call(fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(*args)
-    except stem.SocketClosed:
-        raise TorError("the connection to tor's control port closed; is tor still running?") from None
-    except (stem.ControllerError, ValueError) as exc:
-        raise TorError(f"tor's control port replied with an error ({exc}); check tor's log") from None
+    except stem.SocketClosed as exc:
+        raise TorError("the connection to tor's control port closed; is tor still running?") from exc
+    except stem.ControllerError as exc:  # OperationFailed (an error reply), ProtocolError (a malformed one)
+        raise TorError(f"tor's control port replied with an error ({exc}); check tor's log") from exc
+
+
+def _tor_version(controller: stem.control.Controller) -> stem.version.Version:
+    """tor's version; stem raises ValueError when the reply to ``GETINFO version`` is not one."""
+    try:
+        return _control_call(controller.get_version)
+    except ValueError as exc:
+        raise TorError(f"tor reported a version Pasar cannot read ({exc}); is this a tor control port?") from exc
 
 
 def _add_onion_problem(reply: str) -> str:
@@ -280,7 +284,7 @@ def _probe(control: str) -> None:
         try:
             sock.connect(address)
         except OSError as exc:
-            raise TorError(_unreachable(control, exc)) from None
+            raise TorError(_unreachable(control, exc)) from exc
         try:
             sock.sendall(b"PROTOCOLINFO 1\r\n")
             reply = sock.recv(64)
@@ -310,12 +314,12 @@ def _connect(control: str, password: str) -> stem.control.Controller:
             assert parsed is not None  # checked by the settings table
             controller = stem.control.Controller.from_port(parsed[0], parsed[1])
     except stem.SocketError as exc:
-        raise TorError(_unreachable(control, exc)) from None
+        raise TorError(_unreachable(control, exc)) from exc
     try:
         stem.connection.authenticate(controller, password=password or None)
     except (stem.connection.AuthenticationFailure, stem.ProtocolError, stem.SocketError) as exc:
         controller.close()
-        raise TorError(_auth_problem(control, exc)) from None
+        raise TorError(_auth_problem(control, exc)) from exc
     try:
         _check_version(controller, control)
     except TorError:
@@ -362,6 +366,6 @@ def _check_version(controller: stem.control.Controller, control: str) -> None:
             f"tor's control port {control} needs no authentication, so any local program could take it over: "
             "set `CookieAuthentication 1` (or HashedControlPassword) in torrc"
         )
-    version = _control_call(controller.get_version)
+    version = _tor_version(controller)
     if version < MIN_VERSION:
         raise TorError(f"tor {version} is too old: Pasar needs tor {MIN_VERSION} or newer")

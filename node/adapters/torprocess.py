@@ -20,6 +20,7 @@ from pathlib import Path
 
 import stem.process
 
+from ..core.config import Config
 from ..core.errors import TorError
 from .fsutil import atomic_write, make_private_dir
 
@@ -36,14 +37,25 @@ _BOOTSTRAP = re.compile(r"Bootstrapped (\d+)%.*?: (.*)$")
 
 @dataclass(frozen=True)
 class TorSettings:
-    """What the node was told about tor (from Config)."""
+    """What the node was told about tor; the defaults live in the settings table (``Config``)."""
 
     data_dir: Path  # <node data dir>/tor, used by the embedded tor
-    control: str = ""  # "" = embedded, "HOST:PORT" or "/path/to/socket"
-    socks: str = ""
-    password: str = ""
-    binary: str = "tor"
-    extra_torrc: str = ""
+    control: str  # "" = embedded, "HOST:PORT" or "/path/to/socket"
+    socks: str
+    password: str
+    binary: str
+    extra_torrc: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> TorSettings:
+        return cls(
+            data_dir=config.data_dir / "tor",
+            control=config.tor_control,
+            socks=config.tor_socks,
+            password=config.tor_password,
+            binary=config.tor_binary,
+            extra_torrc=config.tor_extra_torrc,
+        )
 
     @property
     def embedded(self) -> bool:
@@ -117,7 +129,7 @@ def launch(settings: TorSettings, progress: Callable[[int, str], None]) -> subpr
             stdin="\n",  # makes stem close tor's stdin pipe at once (it leaks it otherwise)
         )
     except OSError as exc:
-        raise TorError(f"tor did not start: {exc} (see {d / 'notice.log'})") from None
+        raise TorError(f"tor did not start: {exc} (see {d / 'notice.log'})") from exc
     finally:
         watchdog.cancel()
     log.info("started tor (pid %d, %s)", process.pid, binary)

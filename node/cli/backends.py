@@ -1,147 +1,156 @@
 """How CLI commands reach the data: directly, or through the running node.
 
 Only one process may own a data directory (TinyDB is single-writer). When a
-node is running it holds ``node.lock``; the CLI then sends the same operations
-to its admin API with the bearer token, so commands work either way.
+node is running it holds ``node.lock``; the CLI then sends the same
+operations (``node.operations``) to its admin API with the bearer token, so
+commands work either way and fail with the same error class and code.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
 
+from .. import operations as ops
 from ..adapters.datadir import read_lock_info
 from ..adapters.store import Storage
-from ..app import limits_from, port_probe, read_token, url_for_host
+from ..app import port_probe, read_token, url_for_host
+from ..core import errors
 from ..core.config import Config
 from ..core.errors import NodeBusy, PasarError, StorageError, ValidationError
+from ..core.models import Listing, StoreRecord, UploadedImage
+from ..market.limits import Limits
 from ..market.market import Market
 
+In = TypeVar("In")
+Out = TypeVar("Out")
 
-class Backend(Protocol):
+
+class Backend(ABC):
+    """Runs any operation of the table; ``LocalBackend`` and ``RemoteBackend`` differ only in ``run``."""
+
     where: str
 
-    async def create_store(self, data: dict[str, Any]) -> dict[str, Any]: ...
-    async def stores(self) -> list[dict[str, Any]]: ...
-    async def resolve(self, ref: str) -> str: ...
-    async def listings(self, onion: str) -> list[dict[str, Any]]: ...
-    # The listings stored: any whose ``import_key`` the store already held are left out (skipped).
-    async def add_listings(self, onion: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
-    async def remove_listing(self, onion: str, listing_id: str) -> None: ...
-    async def add_image(self, onion: str, data: bytes) -> dict[str, Any]: ...
-    async def delete_store(self, onion: str) -> dict[str, Any]: ...
-    async def set_port(self, onion: str, port: str) -> dict[str, Any]: ...
+    @abstractmethod
+    async def run(self, op: ops.Operation[In, Out], inp: In) -> Out: ...
+
+    async def resolve(self, ref: str) -> str:
+        """A store's onion address from its address, unique prefix or name."""
+        return (await self.run(ops.stores.get_store, ops.stores.StoreRef(ref)))["onion"]
+
+    async def add_listings(self, onion: str, items: list[object]) -> list[Listing]:
+        """The listings stored, in one atomic write; any whose ``import_key`` the store already held are left out."""
+        stored = await self.run(ops.listings.add_listings, ops.stores.StoreBody(onion, {"listings": items}))
+        return stored if isinstance(stored, list) else [stored]
+
+    async def add_image(self, onion: str, data: bytes) -> UploadedImage:
+        return await self.run(ops.listings.add_image, ops.listings.ImageUpload(onion, data))
 
 
-class LocalBackend:
-    where = "data directory"
+class LocalContext:
+    """Operations on the data directory of a stopped node: no listener is running, no tor."""
 
     def __init__(self, market: Market, config: Config) -> None:
         self._market, self._config = market, config
 
-    def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
+    @property
+    def market(self) -> Market:
+        return self._market
+
+    def status(self, onion: str) -> str:
+        return "stopped"
+
+    def local_url(self, record: StoreRecord) -> str | None:
         port = record["port"]
-        return {
-            "onion": record["onion"],
-            "address": f"{record['onion']}.onion",
-            "name": record["profile"]["name"],
-            "seq": record["seq"],
-            "local_url": url_for_host(self._config.store_host, port) if port else None,
-            "status": "stopped",
-            "port": port,
-        }
+        return url_for_host(self._config.store_host, port) if port else None
 
-    async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
-        return self._summary(await self._market.create_store(data))
+    def tor(self) -> ops.TorView:
+        mode = "system" if self._config.tor_control else "embedded"
+        return {"mode": mode, "state": "stopped (the node is not running)"}
 
-    async def stores(self) -> list[dict[str, Any]]:
-        return [self._summary(r) for r in await self._market.stores()]
 
-    async def resolve(self, ref: str) -> str:
-        return await self._market.resolve(ref)
+class LocalBackend(Backend):
+    where = "data directory"
 
-    async def listings(self, onion: str) -> list[dict[str, Any]]:
-        return await self._market.listings(onion)
+    def __init__(self, market: Market, config: Config) -> None:
+        self._context = LocalContext(market, config)
 
-    async def add_listings(self, onion: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await self._market.add_listings(onion, items)
-
-    async def remove_listing(self, onion: str, listing_id: str) -> None:
-        await self._market.remove_listing(onion, listing_id)
-
-    async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
-        return await self._market.add_image(onion, data)
-
-    async def delete_store(self, onion: str) -> dict[str, Any]:
-        gone = await self._market.delete_store(onion, onion)
-        return {"onion": gone.onion, "name": gone.name, "moved_to": str(gone.moved_to)}
-
-    async def set_port(self, onion: str, port: str) -> dict[str, Any]:
-        return self._summary(await self._market.set_port(onion, port))
+    async def run(self, op: ops.Operation[In, Out], inp: In) -> Out:
+        return await op.call(self._context, inp)
 
 
 class RemoteError(PasarError):
     code = "remote"
 
 
-class RemoteBackend:
+def _error_classes(base: type[PasarError] = PasarError) -> dict[str, type[PasarError]]:
+    """code -> class, for every error of ``node.core.errors`` (the API sends the code)."""
+    found = {base.code: base} if base.__module__ == errors.__name__ else {}
+    for sub in base.__subclasses__():
+        found.update(_error_classes(sub))
+    return found
+
+
+def _api_error(status: int, body: object) -> PasarError:
+    """The error the node raised, as the same class (and code) it has without a node running."""
+    if not isinstance(body, dict):
+        return RemoteError(f"the node answered HTTP {status}")
+    if isinstance(body.get("fields"), dict):  # same error as without a node running
+        return ValidationError(body["fields"], body.get("summary"))
+    message = str(body.get("error", f"HTTP {status}"))
+    cls = _error_classes().get(str(body.get("code")))
+    if cls is None or cls is ValidationError:
+        error: PasarError = RemoteError(message)
+        error.status = status
+        return error
+    return cls(message)
+
+
+def _request(op: ops.Operation[Any, Any], inp: object) -> tuple[str, dict[str, Any]]:
+    """The path and the body (``json=`` or ``data=``) of ``op`` for ``inp``."""
+    parts: dict[str, str] = {}
+    kw: dict[str, Any] = {}
+    for name in op.params:
+        value = getattr(inp, name)
+        if name == "body":
+            kw["json"] = value
+        elif name == "data":
+            kw["data"] = value
+        else:
+            parts[name] = quote(value, safe="")
+    return op.path.format(**parts), kw
+
+
+class RemoteBackend(Backend):
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self._session, self._base = session, base.rstrip("/") + "/api/v1"
+        self._session, self._base = session, base.rstrip("/") + ops.PREFIX
         self.where = f"running node at {base}"
 
-    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+    async def run(self, op: ops.Operation[In, Out], inp: In) -> Out:
+        path, kw = _request(op, inp)
+        return cast(Out, await self._call(op.method, path, **kw))
+
+    async def _call(self, method: str, path: str, **kw: Any) -> object:
         try:
             async with self._session.request(method, self._base + path, **kw) as resp:
                 if resp.status == 204:
                     return None
-                body = await resp.json(content_type=None)
+                body: object = await resp.json(content_type=None)
         except aiohttp.ClientConnectionError as exc:  # disconnected, reset, refused: the node went away
             raise RemoteError(
                 f"the {self.where} stopped answering ({exc or type(exc).__name__}): it may have stopped or "
                 "crashed (see its log)"
-            ) from None
+            ) from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise RemoteError(f"cannot talk to the {self.where}: {exc or type(exc).__name__}") from None
+            raise RemoteError(f"cannot talk to the {self.where}: {exc or type(exc).__name__}") from exc
         if resp.status >= 400:
-            if not isinstance(body, dict):
-                raise RemoteError(f"the node answered HTTP {resp.status}")
-            if isinstance(body.get("fields"), dict):  # same error as without a node running
-                raise ValidationError(body["fields"], body.get("summary"))
-            error = RemoteError(str(body.get("error", f"HTTP {resp.status}")))
-            error.status = resp.status
-            raise error
+            raise _api_error(resp.status, body)
         return body
-
-    async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", "/stores", json=data)  # type: ignore[no-any-return]
-
-    async def stores(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/stores")  # type: ignore[no-any-return]
-
-    async def resolve(self, ref: str) -> str:
-        return (await self._call("GET", f"/stores/{quote(ref, safe='')}"))["onion"]  # type: ignore[no-any-return]
-
-    async def listings(self, onion: str) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/stores/{onion}/listings")  # type: ignore[no-any-return]
-
-    async def add_listings(self, onion: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await self._call("POST", f"/stores/{onion}/listings", json={"listings": items})  # type: ignore[no-any-return]
-
-    async def remove_listing(self, onion: str, listing_id: str) -> None:
-        await self._call("DELETE", f"/stores/{onion}/listings/{listing_id}")
-
-    async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
-        return await self._call("POST", f"/stores/{onion}/images", data=data)  # type: ignore[no-any-return]
-
-    async def delete_store(self, onion: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/stores/{onion}", json={"confirm": onion})  # type: ignore[no-any-return]
-
-    async def set_port(self, onion: str, port: str) -> dict[str, Any]:
-        return await self._call("PATCH", f"/stores/{onion}", json={"port": port})  # type: ignore[no-any-return]
 
 
 @asynccontextmanager
@@ -154,7 +163,9 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
             node_running = True
         else:
             node_running = False
-            yield LocalBackend(Market(storage, limits_from(config), port_free=port_probe(config.store_host)), config)
+            yield LocalBackend(
+                Market(storage, Limits.from_config(config), port_free=port_probe(config.store_host)), config
+            )
     finally:
         await storage.close()
     if not node_running:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core import config as cfg
 from ..core.errors import PasarError, ValidationError
@@ -49,8 +49,8 @@ class _Importer:
         self.skipped = 0
         self._image_ids: dict[Path, str] = {}  # a file used by many rows is uploaded once
 
-    async def _items(self, batch: list[importer.Row]) -> list[dict[str, Any]]:
-        items = []
+    async def _items(self, batch: list[importer.Row]) -> list[object]:
+        items: list[object] = []
         for row in batch:
             ids = []
             for path in row.images:
@@ -59,7 +59,7 @@ class _Importer:
                         self._image_ids[path] = (await self.backend.add_image(self.onion, read_file(path)))["id"]
                     except ValidationError as exc:
                         problem = "; ".join(exc.fields.values()) or exc.message
-                        raise ValidationError({f"line {row.line}: images": f"{path}: {problem}"}) from None
+                        raise ValidationError({f"line {row.line}: images": f"{path}: {problem}"}) from exc
                 ids.append(self._image_ids[path])
             items.append({**row.data, "images": ids, **({"import_key": row.key} if row.key else {})})
         return items
@@ -69,9 +69,9 @@ class _Importer:
             stored = await self.backend.add_listings(self.onion, await self._items(batch))
         except ValidationError as exc:  # "[3].price_sat" (or "price_sat" for one row) -> "line N: price_sat"
             fields = {_row_field(batch, k): v for k, v in exc.fields.items()}
-            raise ValidationError(fields, f"{exc.headline}; {self._stopped(batch, refused=True)}") from None
+            raise ValidationError(fields, f"{exc.headline}; {self._stopped(batch, refused=True)}") from exc
         except PasarError as exc:  # the node went away, a full disk, ...: say how far we got
-            raise PasarError(f"{exc.message.rstrip('.')}. {self._stopped(batch, refused=False)}") from None
+            raise PasarError(f"{exc.message.rstrip('.')}. {self._stopped(batch, refused=False)}") from exc
         self.done += len(batch)
         self.skipped += len(batch) - len(stored)
 

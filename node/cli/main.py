@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import logging
 import os
 import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..adapters import dbfiles
 from ..adapters.datadir import DataDirLock
 from ..adapters.fsutil import atomic_write, make_private_dir
-from ..adapters.store import Storage
 from ..core import config as cfg
 from ..core.errors import ConfigError, PasarError, ValidationError
-from .importing import cmd_listing_import
-from .output import out, problem_lines, read_file
+from .commands import add_listing_commands, add_node_command, add_store_commands
+from .output import out, problem_lines
 from .testnet import add_testnet_commands
 
 log = logging.getLogger("pasar")
@@ -51,15 +49,15 @@ async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
 
     # Ask first: a refused password must not leave a data dir nobody can log in to.
     password_hash = None
-    if args.reset_password or not Storage.has_admin_password(config.data_dir):
+    if args.reset_password or not dbfiles.has_admin_password(config.data_dir):
         password_hash = await asyncio.to_thread(hash_password, _ask_password())
     make_private_dir(config.data_dir)
     lock = DataDirLock(config.data_dir)
     lock.acquire()  # a running node would keep the old token and password: stop it first
     try:
-        created = Storage.initialise(config.data_dir)
+        created = dbfiles.initialise(config.data_dir)
         if password_hash is not None:
-            Storage.set_admin_password_hash(config.data_dir, password_hash)
+            dbfiles.set_admin_password_hash(config.data_dir, password_hash)
         token_path = config.admin_token_path
         if created or args.new_token or not token_path.exists():
             atomic_write(token_path, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
@@ -86,137 +84,6 @@ async def cmd_run(args: argparse.Namespace, config: cfg.Config) -> int:
     return 0
 
 
-# -- stores ------------------------------------------------------------------
-async def cmd_store_create(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        store = await backend.create_store({"name": args.name, "description": args.description or ""})
-    out(store["address"])
-    return 0
-
-
-async def cmd_store_list(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        stores = await backend.stores()
-    if args.json:
-        out(json.dumps(stores, indent=2))
-        return 0
-    for s in stores:
-        out(f"{s['address']}  {s['name']}  {s['local_url'] or '(port chosen at run)'}  {s['status']}")
-    if not stores:
-        out("no stores yet: pasar store create NAME")
-    return 0
-
-
-def _confirm_delete(store: dict[str, Any], config: cfg.Config) -> None:
-    """Ask on a terminal; anything but "yes" deletes nothing."""
-    if not sys.stdin.isatty():
-        raise ConfigError(f"not deleting store {store['name']!r} without confirmation: add --yes")
-    out(f"Delete store {store['name']!r} ({store['address']})?")
-    out("Its onion address stops being published and its listener stops. Its folder, with its key,")
-    out(f"listings and images, moves to {config.data_dir / 'deleted'}/, from where it can be restored.")
-    if _ask('Type "yes" to delete it: ').strip().lower() != "yes":
-        raise ConfigError("not confirmed; nothing was deleted")
-
-
-def _ask(prompt: str) -> str:
-    """One answer from the terminal; Ctrl-C stops at once (asyncio's handler would wait), end of input is ""."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return input(prompt)
-    except EOFError:
-        return ""
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-async def cmd_store_delete(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        onion = await backend.resolve(args.store)
-        if not args.yes:
-            store = next(s for s in await backend.stores() if s["onion"] == onion)
-            _confirm_delete(store, config)  # blocks on purpose: nothing else runs meanwhile
-        gone = await backend.delete_store(onion)
-    out(f"deleted store {gone['name']!r} ({onion}.onion); its onion address is no longer published")
-    out(f"its key and data are in {gone['moved_to']}")
-    out(f"to restore it: stop the node, move that folder back to {config.data_dir / 'stores' / onion}, start the node")
-    return 0
-
-
-async def cmd_store_set_port(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        store = await backend.set_port(await backend.resolve(args.store), args.port)
-    where = f"port {store['port']}" if store["port"] else "a free port at each start"
-    if store["status"] == "stopped":
-        out(f"store {store['address']} now uses {where}, from the next `pasar run`")
-    else:
-        out(f"store {store['address']} now uses {where}: {store['local_url'] or 'not listening'} ({store['status']})")
-    return 0
-
-
-# -- listings ----------------------------------------------------------------
-def _listing_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from ..market import lineformats
-
-    data: dict[str, Any] = {}
-    if args.json_file:
-        try:
-            data = json.loads(Path(args.json_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{args.json_file}: cannot read listing JSON: {exc}") from None
-    for name in ("title", "description", "category", "tags", "kind", "price_sat", "inventory"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-    if args.shipping:
-        data["shipping"] = lineformats.parse_shipping("\n".join(args.shipping))
-    return data
-
-
-async def cmd_listing_add(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    data = _listing_from_args(args)
-    async with open_backend(config) as backend:
-        onion = await backend.resolve(args.store)
-        images = [(await backend.add_image(onion, read_file(p)))["id"] for p in args.image or []]
-        if images:
-            data["images"] = data.get("images", []) + images
-        listing = (await backend.add_listings(onion, [data]))[0]
-    out(listing["id"])
-    return 0
-
-
-async def cmd_listing_list(args: argparse.Namespace, config: cfg.Config) -> int:
-    from ..web.render import sats
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        items = await backend.listings(await backend.resolve(args.store))
-    if args.json:
-        out(json.dumps(items, indent=2, ensure_ascii=False))
-        return 0
-    for item in items:
-        state = "active" if item["active"] else "hidden"
-        out(f"{item['id']}  {sats(item['price_sat']):>16}  {state:6}  {item['title']}")
-    return 0
-
-
-async def cmd_listing_remove(args: argparse.Namespace, config: cfg.Config) -> int:
-    from .backends import open_backend
-
-    async with open_backend(config) as backend:
-        await backend.remove_listing(await backend.resolve(args.store), args.id)
-    out(f"removed {args.id}")
-    return 0
-
-
 async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
     for name, default, help_ in cfg.describe():
         value = getattr(config, name)
@@ -226,18 +93,6 @@ async def cmd_config(args: argparse.Namespace, config: cfg.Config) -> int:
 
 
 # -- argument parsing --------------------------------------------------------
-def _positive(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
-    return int(text)
-
-
-def _line_number(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a line number from 1, got {text!r}")
-    return int(text)
-
-
 class _Parser(argparse.ArgumentParser):
     """No abbreviations anywhere: "--store" must not be read as "--store-host".
 
@@ -268,64 +123,6 @@ def _common() -> _Parser:
     return common
 
 
-def _add_store_commands(sub: Any, common: _Parser) -> None:
-    store = sub.add_parser("store", parents=[common], help="create, list and delete stores; change their ports")
-    actions = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    p = actions.add_parser("create", parents=[common], help="create a store; prints its onion address")
-    p.add_argument("name")
-    p.add_argument("--description")
-    p.set_defaults(func=cmd_store_create)
-    p = actions.add_parser("list", parents=[common], help="list stores")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_store_list)
-    p = actions.add_parser(
-        "delete", parents=[common], help="delete a store: unpublish it, move its folder (with its key) to deleted/"
-    )
-    p.add_argument("store", metavar="STORE", help="onion address, unique prefix or name")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=cmd_store_delete)
-    p = actions.add_parser("set-port", parents=[common], help="change the loopback port of a store's listener")
-    p.add_argument("store", metavar="STORE", help="onion address, unique prefix or name")
-    p.add_argument("port", metavar="PORT", help='1024-65535, or "auto" for the next free port from store_port_base')
-    p.set_defaults(func=cmd_store_set_port)
-
-
-def _add_listing_commands(sub: Any, common: _Parser) -> None:
-    listing = sub.add_parser("listing", parents=[common], help="add, list, remove and import listings")
-    actions = listing.add_subparsers(dest="listing_command", required=True, metavar="ACTION")
-    p = actions.add_parser("add", parents=[common], help="add a listing; prints its id")
-    p.add_argument("--store", required=True, help="onion address, unique prefix or name")
-    p.add_argument("--title")
-    p.add_argument("--price-sat", dest="price_sat", help="price in satoshis (whole number)")
-    p.add_argument("--description")
-    p.add_argument("--category")
-    p.add_argument("--tags", help="comma-separated")
-    p.add_argument("--kind", choices=("physical", "digital", "service"))
-    p.add_argument("--inventory", help="items in stock (omit for unlimited)")
-    p.add_argument("--shipping", action="append", help="'Name | US, CA | price_sat' (repeatable)")
-    p.add_argument("--image", action="append", help="image file (repeatable)")
-    p.add_argument("--json", dest="json_file", help="read the listing from a JSON file (flags override it)")
-    p.set_defaults(func=cmd_listing_add)
-    p = actions.add_parser("list", parents=[common], help="list a store's listings")
-    p.add_argument("--store", required=True)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_listing_list)
-    p = actions.add_parser("remove", parents=[common], help="remove a listing")
-    p.add_argument("--store", required=True)
-    p.add_argument("id")
-    p.set_defaults(func=cmd_listing_remove)
-    p = actions.add_parser("import", parents=[common], help="bulk-add listings from a CSV file")
-    p.add_argument("--store", required=True)
-    p.add_argument("file", metavar="FILE.csv")
-    p.add_argument(
-        "--batch", type=_positive, default=None,
-        help="listings per atomic write (1-1000); default: 50, then growing with the import (fast for big files)",
-    )  # fmt: skip
-    p.add_argument("--from-line", dest="from_line", type=_line_number, default=1, metavar="LINE",
-                   help="import only the rows starting on this line of the file or later (to resume)")  # fmt: skip
-    p.set_defaults(func=cmd_listing_import)
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="pasar", description="Pasar: a peer-to-peer marketplace node.", parents=[common])
@@ -344,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_testnet_commands(sub, common)
     p = sub.add_parser("config", parents=[common], help="show the effective settings")
     p.set_defaults(func=cmd_config, needs_init=False)
-    _add_store_commands(sub, common)
-    _add_listing_commands(sub, common)
+    add_store_commands(sub, common)
+    add_listing_commands(sub, common)
+    add_node_command(sub, common)
     return parser
 
 
@@ -362,11 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"{data_dir} is not initialised: run `pasar init` first")
         return int(asyncio.run(args.func(args, config)))
     except ValidationError as exc:
+        log.debug("the error in detail", exc_info=exc)
         print(f"pasar: error: {exc.headline}", file=sys.stderr)
         for line in problem_lines(exc.fields):
             print(f"  {line}", file=sys.stderr)
         return 1
     except PasarError as exc:
+        log.debug("the error in detail", exc_info=exc)  # --log-level debug: the traceback and its causes
         print(f"pasar: error: {exc.message}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `pasar config | head`: the reader left; not an error of ours

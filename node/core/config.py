@@ -11,9 +11,9 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 from .errors import ConfigError
 
@@ -21,8 +21,7 @@ ENV_PREFIX = "PASAR_"
 # Environment variables that are not settings (read by the CLI directly).
 ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD"}
 CONFIG_FILE = "pasar.toml"
-# Settings whose values are never printed.
-SECRET_SETTINGS = {"tor_password"}
+T = TypeVar("T")
 
 
 def default_data_dir() -> Path:
@@ -101,69 +100,60 @@ def _log_level(value: str) -> str | None:
     return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("admin_host", str, "127.0.0.1", "admin listener address (loopback only)", _loopback),
-    Setting("admin_port", int, 8420, "admin listener port (0 = any free port)", _port),
-    Setting("store_host", str, "127.0.0.1", "store listeners' address (loopback only)", _loopback),
-    Setting(
-        "store_port_base",
-        int,
-        8421,
-        "first port given to new stores; each store keeps its port, moved with `pasar store set-port` "
-        "(0 = any free port each run)",
-        _port,
-    ),
-    Setting("page_size", int, 24, "listings per storefront page", _positive),
-    Setting("catalog_ttl", int, 7 * 86400, "seconds a signed catalog stays valid (>= 3600)", _ttl),
-    Setting("max_image_bytes", int, 8 * 1024 * 1024, "largest image upload, bytes", _positive),
-    Setting("max_image_side", int, 1600, "images are scaled down to this many pixels", _positive),
-    Setting("max_images", int, 10, "images per listing", _positive),
-    Setting("log_level", str, "info", "debug, info, warning or error", _log_level),
-    Setting(
-        "tor_control",
-        str,
-        "",
-        "a running tor's control port HOST:PORT or socket path; empty = Pasar starts its own tor",
-        _tor_control,
-    ),
-    Setting("tor_socks", str, "", "tor's SocksPort HOST:PORT for outbound connections; empty = ask tor", _tor_socks),
-    Setting("tor_password", str, "", "control port password, if that tor uses HashedControlPassword"),
-    Setting("tor_binary", str, "tor", "the tor program Pasar starts when tor_control is empty"),
-    Setting(
-        "tor_extra_torrc",
-        str,
-        "",
-        "a torrc fragment the embedded tor includes (bridges, or a private test network)",
-    ),
-)
-_BY_NAME = {s.name: s for s in SETTINGS}
+def setting(default: T, help: str, check: Callable[[T], str | None] | None = None, *, secret: bool = False) -> T:
+    """A field of ``Config``: its default, its help text and its check, declared once."""
+    return field(default=default, metadata={"help": help, "check": check, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting, declared once: the table, the defaults and the typed values are this class."""
+
     data_dir: Path
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 8420
-    store_host: str = "127.0.0.1"
-    store_port_base: int = 8421
-    page_size: int = 24
-    catalog_ttl: int = 7 * 86400
-    max_image_bytes: int = 8 * 1024 * 1024
-    max_image_side: int = 1600
-    max_images: int = 10
-    log_level: str = "info"
-    tor_control: str = ""
-    tor_socks: str = ""
-    tor_password: str = ""
-    tor_binary: str = "tor"
-    tor_extra_torrc: str = ""
+    admin_host: str = setting("127.0.0.1", "admin listener address (loopback only)", _loopback)
+    admin_port: int = setting(8420, "admin listener port (0 = any free port)", _port)
+    store_host: str = setting("127.0.0.1", "store listeners' address (loopback only)", _loopback)
+    store_port_base: int = setting(
+        8421,
+        "first port given to new stores; each store keeps its port, moved with `pasar store set-port` "
+        "(0 = any free port each run)",
+        _port,
+    )
+    page_size: int = setting(24, "listings per storefront page", _positive)
+    catalog_ttl: int = setting(7 * 86400, "seconds a signed catalog stays valid (>= 3600)", _ttl)
+    max_image_bytes: int = setting(8 * 1024 * 1024, "largest image upload, bytes", _positive)
+    max_image_side: int = setting(1600, "images are scaled down to this many pixels", _positive)
+    max_images: int = setting(10, "images per listing", _positive)
+    log_level: str = setting("info", "debug, info, warning or error", _log_level)
+    tor_control: str = setting(
+        "", "a running tor's control port HOST:PORT or socket path; empty = Pasar starts its own tor", _tor_control
+    )
+    tor_socks: str = setting("", "tor's SocksPort HOST:PORT for outbound connections; empty = ask tor", _tor_socks)
+    tor_password: str = setting("", "control port password, if that tor uses HashedControlPassword", secret=True)
+    tor_binary: str = setting("tor", "the tor program Pasar starts when tor_control is empty")
+    tor_extra_torrc: str = setting(
+        "", "a torrc fragment the embedded tor includes (bridges, or a private test network)"
+    )
 
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin.token"
 
 
-assert {f.name for f in fields(Config)} - {"data_dir"} == set(_BY_NAME), "settings table drift"
+def _table() -> tuple[Setting, ...]:
+    hints = get_type_hints(Config)
+    return tuple(
+        Setting(f.name, hints[f.name], f.default, f.metadata["help"], f.metadata["check"])
+        for f in fields(Config)
+        if f.name != "data_dir"
+    )
+
+
+SETTINGS: tuple[Setting, ...] = _table()
+"""The settings table (name, type, default, help, check), read from ``Config``'s fields."""
+SECRET_SETTINGS = frozenset(f.name for f in fields(Config) if f.metadata.get("secret"))
+"""Settings whose values are never printed."""
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def _coerce(setting: Setting, value: Any, source: str) -> Any:

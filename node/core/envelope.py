@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from . import addresses, crypto
 from .errors import SignatureError, ValidationError
+from .models import Envelope
 
 VERSION = 1
 # Clock skew tolerated between nodes for ``issued_at`` in the future.
@@ -24,16 +26,16 @@ _FIELDS = {"type", "v", "store", "seq", "issued_at", "expires_at", "body", "sig"
 def seal(
     key: crypto.StoreKey,
     type_: str,
-    body: dict[str, Any],
+    body: Mapping[str, object],
     *,
     seq: int,
     issued_at: int,
     expires_at: int,
-) -> dict[str, Any]:
+) -> Envelope:
     """Sign ``body`` as ``key``'s store; returns the complete envelope."""
     if expires_at <= issued_at:
         raise ValueError("expires_at must be after issued_at")
-    env: dict[str, Any] = {
+    unsigned = {
         "type": type_,
         "v": VERSION,
         "store": key.onion,
@@ -42,8 +44,10 @@ def seal(
         "expires_at": expires_at,
         "body": body,
     }
-    env["sig"] = crypto.b64url_encode(key.sign(crypto.canonical_json(env)))
-    return dict(env)
+    sig = crypto.b64url_encode(key.sign(crypto.canonical_json(unsigned)))
+    return Envelope(
+        type=type_, v=VERSION, store=key.onion, seq=seq, issued_at=issued_at, expires_at=expires_at, body=body, sig=sig
+    )
 
 
 def _check_shape(env: Any) -> None:
@@ -107,7 +111,7 @@ def loads(data: bytes | str) -> Any:
         raise ValidationError({"envelope": "not valid JSON"}) from None
 
 
-def open_(env: Any, *, now: int, expected_type: str | None = None) -> dict[str, Any]:
+def open_(env: Any, *, now: int, expected_type: str | None = None) -> Envelope:
     """Verify an envelope and return it; raises ValidationError/SignatureError."""
     _check_shape(env)
     if expected_type is not None and env["type"] != expected_type:
@@ -126,4 +130,13 @@ def open_(env: Any, *, now: int, expected_type: str | None = None) -> dict[str, 
         raise SignatureError("envelope has expired")
     if env["expires_at"] <= env["issued_at"]:
         raise SignatureError("envelope expires before it is issued")
-    return dict(env)
+    return Envelope(
+        type=env["type"],
+        v=env["v"],
+        store=env["store"],
+        seq=env["seq"],
+        issued_at=env["issued_at"],
+        expires_at=env["expires_at"],
+        body=env["body"],
+        sig=env["sig"],
+    )

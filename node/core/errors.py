@@ -103,6 +103,13 @@ class TorError(PasarError):
     code = "tor"
 
 
+class Unreachable(PasarError):
+    """Another node's onion did not answer within the attempts and time allowed."""
+
+    status = 502
+    code = "unreachable"
+
+
 class UnsupportedMediaType(PasarError):
     """A body in a type or charset the endpoint does not read."""
 

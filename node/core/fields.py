@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, overload
 
-MAX_SAT = 21_000_000 * 100_000_000
+from .models import MAX_SATS, Sats
+
+MAX_SAT: int = MAX_SATS
 _MISSING = object()
+Data = Mapping[str, object]
+"""Untrusted input (JSON, a form, a CSV row) before it is checked."""
 
 
 class Errors(dict[str, str]):
@@ -30,7 +35,7 @@ def _clean_text(value: str, multiline: bool) -> str:
 
 
 def text(
-    data: dict[str, Any],
+    data: Data,
     name: str,
     errors: Errors,
     *,
@@ -55,8 +60,32 @@ def text(
     return str(value)
 
 
+@overload
 def integer(
-    data: dict[str, Any],
+    data: Data,
+    name: str,
+    errors: Errors,
+    *,
+    minimum: int = ...,
+    maximum: int = ...,
+    required: bool = ...,
+    default: int,
+    field: str | None = ...,
+) -> int: ...
+@overload
+def integer(
+    data: Data,
+    name: str,
+    errors: Errors,
+    *,
+    minimum: int = ...,
+    maximum: int = ...,
+    required: bool = ...,
+    default: None = ...,
+    field: str | None = ...,
+) -> int | None: ...
+def integer(
+    data: Data,
     name: str,
     errors: Errors,
     *,
@@ -84,7 +113,20 @@ def integer(
     return value
 
 
-def boolean(data: dict[str, Any], name: str, errors: Errors, *, default: bool) -> bool:
+def sats(data: Data, name: str, errors: Errors, *, minimum: int = 0, field: str | None = None) -> Sats | None:
+    """An amount in satoshis (0 to 21 million BTC), or None when empty."""
+    value = integer(data, name, errors, minimum=minimum, maximum=MAX_SATS, field=field)
+    return None if value is None else Sats(value)
+
+
+def required_sats(data: Data, name: str, errors: Errors, *, minimum: int = 0, field: str | None = None) -> Sats:
+    """A required amount; when it is missing or wrong the error is recorded and ``Sats(0)`` stands in
+    (the caller raises the ValidationError, so the stand-in never leaves it)."""
+    value = integer(data, name, errors, minimum=minimum, maximum=MAX_SATS, required=True, field=field)
+    return Sats(value or 0)
+
+
+def boolean(data: Data, name: str, errors: Errors, *, default: bool) -> bool:
     value = data.get(name)
     if value is None or value == "":
         return default
@@ -96,7 +138,7 @@ def boolean(data: dict[str, Any], name: str, errors: Errors, *, default: bool) -
     return default
 
 
-def choice(data: dict[str, Any], name: str, errors: Errors, options: tuple[str, ...]) -> str:
+def choice(data: Data, name: str, errors: Errors, options: tuple[str, ...]) -> str:
     value = data.get(name) or options[0]
     if value not in options:
         errors.add(name, f"must be one of {', '.join(options)}")
@@ -104,7 +146,7 @@ def choice(data: dict[str, Any], name: str, errors: Errors, options: tuple[str, 
     return str(value)
 
 
-def items(data: dict[str, Any], name: str, errors: Errors, *, max_items: int) -> list[Any]:
+def items(data: Data, name: str, errors: Errors, *, max_items: int) -> list[Any]:
     value = data.get(name)
     if value is None or value == "":
         return []

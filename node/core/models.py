@@ -8,7 +8,9 @@ Bitcoin RPC adapter; networks are ``Chain`` values.
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import NewType, NotRequired, TypedDict
 
 Sats = NewType("Sats", int)
@@ -17,7 +19,7 @@ Sats = NewType("Sats", int)
 MAX_SATS = Sats(21_000_000 * 100_000_000)
 
 
-class Chain(str, Enum):
+class Chain(StrEnum):
     """A Bitcoin network, named as Bitcoin Core's ``getblockchaininfo`` ``chain`` field does."""
 
     MAIN = "main"
@@ -130,3 +132,119 @@ class Listing(ListingFields):
     created_at: int
     updated_at: int
     import_key: NotRequired[str]  # where an imported listing came from; never published
+
+
+# -- the market's views ----------------------------------------------------------
+class PublicOnionOptions(TypedDict):
+    """Onion-service options without the clients' private keys (API answers)."""
+
+    invite_only: bool
+    max_streams: int
+    pow: bool
+    clients: list[PublicClient]
+
+
+class ImageRef(TypedDict):
+    id: str  # sha256 hex of the full-size JPEG
+    path: str  # "/images/<id>.jpg"
+
+
+class UploadedImage(ImageRef):
+    width: int
+    height: int
+
+
+class PublicListing(TypedDict):
+    """A listing as published in the signed catalog: no coupon codes, no import key, with its hash."""
+
+    id: str
+    created_at: int
+    updated_at: int
+    title: str
+    description: str
+    description_format: str
+    kind: str
+    price_sat: Sats
+    ref_price: RefPrice | None
+    category: str
+    tags: list[str]
+    images: list[ImageRef]
+    shipping: list[ShippingOption]
+    variants: list[Variant]
+    inventory: int | None
+    min_qty: int
+    max_qty: int | None
+    expires_at: int | None
+    accepts_coupons: bool
+    hash: str  # "sha256:..." over the view without this field
+
+
+class CatalogBody(TypedDict):
+    """The body of a store's signed catalog envelope."""
+
+    profile: Profile
+    listings: list[PublicListing]
+
+
+# -- onion publishing (node/hosting) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnionSpec:
+    """One onion service as tor should publish it: its key, where port 80 goes, and its options."""
+
+    key_blob: str  # ADD_ONION ED25519-V3 blob
+    target: str  # "unix:/path" or "127.0.0.1:PORT"
+    client_keys: tuple[str, ...] = ()  # base32 x25519 public keys (invite-only when non-empty)
+    max_streams: int = 0  # per rendezvous circuit; 0 = unlimited
+    pow: bool = False  # proof-of-work DoS defence
+
+
+class PublishState(Enum):
+    """Where a store's onion service is; the value is what the API and the admin page show."""
+
+    LOCAL = "local"  # its listener runs; the node runs without tor
+    STARTING = "starting"  # sent to tor, no descriptor upload seen yet
+    PUBLISHED = "published"  # a descriptor reached an HSDir
+    STOPPED = "stopped"  # no listener (the node is not serving it)
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """A store's publishing state and, for an error, why (one line the operator can act on)."""
+
+    state: PublishState
+    reason: str = ""
+
+    @classmethod
+    def error(cls, reason: str) -> StoreStatus:
+        return cls(PublishState.ERROR, reason)
+
+    def __str__(self) -> str:
+        """Exactly the API's ``status`` field: ``"published"``, ``"error: <reason>"``..."""
+        return f"error: {self.reason}" if self.state is PublishState.ERROR else self.state.value
+
+
+# -- outbound HTTP (node/adapters/net.py) --------------------------------------
+@dataclass(frozen=True)
+class HttpReply:
+    """A whole response from another node's onion."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+# -- signed envelopes (docs/protocol.md) ---------------------------------------
+class Envelope(TypedDict):
+    """A signed object as sent and stored: the store's signature over every other field."""
+
+    type: str  # e.g. "pasar.catalog"
+    v: int
+    store: str  # the signer's onion address (56 characters)
+    seq: int
+    issued_at: int
+    expires_at: int
+    body: Mapping[str, object]  # JSON without floats
+    sig: str  # unpadded base64url ed25519 signature

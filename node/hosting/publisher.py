@@ -4,7 +4,10 @@ The publisher holds the wanted onions (one ``OnionSpec`` per store) and a
 supervisor task: connect to tor (or launch it), publish everything, wait
 until the connection drops, back off, repeat. Each store's status is one of
 ``starting`` (sent to tor), ``published`` (a descriptor reached an HSDir,
-from HS_DESC events) or ``error: ...``. The tor adapter is passed in.
+from HS_DESC events) or an error with its reason (``StoreStatus``). The tor
+adapter is passed in, typed by its port. The app runs ``run`` under
+``core.tasks.supervised``, so even a bug outside its own error handling is
+logged with its traceback and the loop restarted.
 """
 
 from __future__ import annotations
@@ -15,16 +18,37 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from enum import Enum
 
 from ..core.errors import TorError
-
-if TYPE_CHECKING:
-    from ..adapters.tor import OnionSpec, Tor
+from ..core.models import OnionSpec, PublishState, StoreStatus
+from ..core.ports import Tor
 
 log = logging.getLogger(__name__)
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 STABLE_AFTER = 60.0  # seconds a connection must last before the backoff starts over
+
+
+class TorPhase(Enum):
+    STARTING = "starting"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class TorStatus:
+    """The control connection's state and, for an error, why."""
+
+    phase: TorPhase
+    reason: str = ""
+
+    def __str__(self) -> str:
+        """What the API's ``state`` field shows: ``"connected"``, ``"error: <reason>"``..."""
+        return f"error: {self.reason}" if self.phase is TorPhase.ERROR else self.phase.value
+
+
+STARTING = StoreStatus(PublishState.STARTING)
+PUBLISHED = StoreStatus(PublishState.PUBLISHED)
 
 
 @dataclass
@@ -32,7 +56,7 @@ class TorState:
     """What the admin page and API show about tor itself."""
 
     mode: str  # "embedded" | "system"
-    state: str = "starting"  # "starting" | "connected" | "error: ..."
+    state: TorStatus = TorStatus(TorPhase.STARTING)
     bootstrap: int = 0
     summary: str = ""
     version: str = ""
@@ -41,13 +65,13 @@ class TorState:
     retry_in: float = 0.0  # the last backoff delay
 
     def as_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "state": str(self.state)}
 
 
 @dataclass
 class Publisher:
     tor: Tor
-    status: dict[str, str]  # onion -> status; shared with the web layer
+    status: dict[str, StoreStatus]  # onion -> status; shared with the web layer
     backoff: Sequence[float] = BACKOFF
     stable_after: float = STABLE_AFTER
     state: TorState = field(init=False)
@@ -60,7 +84,7 @@ class Publisher:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.state = TorState(mode="embedded" if self.tor.settings.embedded else "system")
+        self.state = TorState(mode="embedded" if self.tor.embedded else "system")
 
     # -- what the app calls -------------------------------------------------
     async def publish(self, onion: str, spec: OnionSpec | None) -> None:
@@ -72,7 +96,8 @@ class Publisher:
         if self._connected:
             await self._sync(onion)
         elif spec is not None:  # published once tor is back; until then say why not
-            self.status[onion] = self.state.state if self.state.state.startswith("error") else "starting"
+            tor = self.state.state
+            self.status[onion] = StoreStatus.error(tor.reason) if tor.phase is TorPhase.ERROR else STARTING
 
     async def start(self) -> None:
         """The first connection; a TorError here stops the node with its message."""
@@ -89,7 +114,7 @@ class Publisher:
         while True:
             if self._connected:
                 await self._lost.wait()
-                self._fail("error: lost the connection to tor; reconnecting")
+                self._fail("lost the connection to tor; reconnecting")
                 log.warning("lost the connection to tor; reconnecting")
                 attempt = 0 if time.monotonic() - connected_at >= self.stable_after else attempt + 1
             await self.tor.stop()
@@ -101,32 +126,30 @@ class Publisher:
                 connected_at = time.monotonic()
             except TorError as exc:
                 attempt += 1
-                self._fail(
-                    f"error: {exc.message} (retrying in {self.backoff[min(attempt, len(self.backoff) - 1)]:.0f}s)"
-                )
+                self._fail(f"{exc.message} (retrying in {self.backoff[min(attempt, len(self.backoff) - 1)]:.0f}s)")
                 log.error("tor: %s", exc.message)
             except Exception:  # a bug must not end the supervisor: log it, back off, retry
                 attempt += 1
-                self._fail("error: unexpected problem talking to tor (see the node's log); retrying")
+                self._fail("unexpected problem talking to tor (see the node's log); retrying")
                 log.exception("unexpected error while connecting to tor")
 
     async def _connect(self) -> None:
         self._lost.clear()
         await self.tor.start(on_lost=self._lost.set, on_descriptor=self._on_descriptor, on_bootstrap=self._on_bootstrap)
         self._connected = True
-        self.state.state, self.state.version = "connected", self.tor.version
+        self.state.state, self.state.version = TorStatus(TorPhase.CONNECTED), self.tor.version
         self.state.socks = ":".join(map(str, self.tor.socks)) if self.tor.socks else ""
         log.info("connected to tor %s (%s)", self.tor.version, self.state.mode)
         await asyncio.gather(*(self._sync(o) for o in list(self.wanted)))
 
     # -- internals ---------------------------------------------------------
-    def _fail(self, message: str) -> None:
+    def _fail(self, reason: str) -> None:
         self._connected = False
         self._published.clear()  # tor drops a connection's onions with it
         self._uploading.clear()
-        self.state.state = message
+        self.state.state = TorStatus(TorPhase.ERROR, reason)
         for onion in self.wanted:
-            self.status[onion] = message
+            self.status[onion] = StoreStatus.error(reason)
 
     async def _sync(self, onion: str) -> None:
         """Make tor's copy of ``onion`` match ``wanted`` (no-op when it already does)."""
@@ -135,8 +158,8 @@ class Publisher:
             if not self._connected or self._published.get(onion) == spec:
                 return
             if spec is not None and spec.pow and not self.tor.supports_pow:
-                self.status[onion] = (
-                    f"error: proof-of-work needs tor 0.4.9.2 or newer (this is {self.tor.version}): "
+                self.status[onion] = StoreStatus.error(
+                    f"proof-of-work needs tor 0.4.9.2 or newer (this is {self.tor.version}): "
                     "turn the store's proof-of-work option off or upgrade tor"
                     + ("; still published without the new options" if onion in self._published else "")
                 )
@@ -150,11 +173,11 @@ class Publisher:
                 if spec is None:
                     self.status.pop(onion, None)
                     return
-                self.status[onion] = "starting"
+                self.status[onion] = STARTING
                 self._uploading.discard(onion)
                 name = await self.tor.add_onion(spec)
             except TorError as exc:
-                self.status[onion] = f"error: {exc.message}"
+                self.status[onion] = StoreStatus.error(exc.message)
                 log.error("store %s: %s", onion, exc.message)
                 return
             self._published[name] = spec
@@ -180,7 +203,7 @@ class Publisher:
             del self._published[name]
         except TorError as exc:
             log.error("could not withdraw %s.onion: %s", name, exc.message)
-        self.status[onion] = f"error: tor computed {name}.onion from this store's key; not published"
+        self.status[onion] = StoreStatus.error(f"tor computed {name}.onion from this store's key; not published")
         log.error("store %s: %s", onion, self.status[onion])
 
     def _on_descriptor(self, action: str, name: str, reason: str) -> None:
@@ -190,10 +213,10 @@ class Publisher:
             self._uploading.add(name)
             self._upload_at[name] = time.time()
         elif action == "UPLOADED" and name in self._uploading:
-            if self.status.get(name) != "published":
+            if self.status.get(name) != PUBLISHED:
                 log.info("store %s.onion published", name)
-            self.status[name] = "published"
-        elif action == "FAILED" and self.status.get(name) != "published":
+            self.status[name] = PUBLISHED
+        elif action == "FAILED" and self.status.get(name) != PUBLISHED:
             log.debug("store %s: descriptor upload failed (%s); tor retries", name, reason)
 
     def _on_bootstrap(self, percent: int, summary: str) -> None:

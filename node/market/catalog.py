@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 from ..core import envelope, fields
 from ..core.crypto import StoreKey, canonical_json
+from ..core.models import CatalogBody, Listing, Profile, PublicListing
 from . import listings as L
 
 CATALOG_TYPE = "pasar.catalog"
+AnyListing = TypeVar("AnyListing", Listing, PublicListing)
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,9 @@ class Category:
 class Snapshot:
     onion: str
     seq: int
-    profile: dict[str, Any]
-    listings: list[dict[str, Any]]
-    by_id: dict[str, dict[str, Any]]
+    profile: Profile
+    listings: list[PublicListing]
+    by_id: dict[str, PublicListing]
     categories: list[Category]
     envelope_bytes: bytes
     etag: str
@@ -40,17 +42,17 @@ class Snapshot:
     image_ids: frozenset[str] = frozenset()
 
 
-def newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def newest_first(items: list[AnyListing]) -> list[AnyListing]:
     """Newest first; within one second (a batch), the later-stored one first."""
     return sorted(reversed(items), key=lambda x: -int(x["created_at"]))
 
 
-def _search_text(view: dict[str, Any]) -> str:
+def _search_text(view: PublicListing) -> str:
     parts = [view["title"], view["category"], " ".join(view["tags"]), view["description"]]
     return " ".join(parts).casefold()
 
 
-def _categories(views: list[dict[str, Any]]) -> list[Category]:
+def _categories(views: list[PublicListing]) -> list[Category]:
     counts: dict[str, int] = {}
     for v in views:
         if v["category"]:
@@ -69,8 +71,8 @@ def _categories(views: list[dict[str, Any]]) -> list[Category]:
 
 def build(
     key: StoreKey,
-    profile: dict[str, Any],
-    all_listings: list[dict[str, Any]],
+    profile: Profile,
+    all_listings: list[Listing],
     *,
     seq: int,
     now: int,
@@ -78,10 +80,10 @@ def build(
 ) -> Snapshot:
     active = newest_first([x for x in all_listings if L.is_active(x, now)])
     views = [L.public_view(x) for x in active]
-    body = {"profile": profile, "listings": views}
+    body = CatalogBody(profile=profile, listings=views)
     env = envelope.seal(key, CATALOG_TYPE, body, seq=seq, issued_at=now, expires_at=now + ttl)
     data = canonical_json(env)
-    expiries = [x["expires_at"] for x in active if x.get("expires_at")]
+    expiries = [expires for x in active if (expires := x["expires_at"])]
     refresh_at = min([now + ttl // 2, *expiries])
     return Snapshot(
         onion=key.onion,
@@ -100,7 +102,7 @@ def build(
 
 @dataclass(frozen=True)
 class Page:
-    items: list[dict[str, Any]]
+    items: list[PublicListing]
     total: int
     number: int
     pages: int

@@ -144,11 +144,11 @@ def _open_header(data: bytes) -> ImageFile.ImageFile:
             raise _too_large(_pixels(canvas), MAX_DECODE_PIXELS, FORMAT_NAMES[fmt])
         try:
             return factory(io.BytesIO(data), "")
-        except (SyntaxError, OSError, ValueError, IndexError, TypeError, EOFError, struct.error):
-            raise _unreadable() from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # only if a header was misread above
+        except (SyntaxError, OSError, ValueError, IndexError, TypeError, EOFError, struct.error) as exc:
+            raise _unreadable() from exc  # what Pillow's parser tripped on, for a developer
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a header misread above
             over = f"over {_megapixels(Image.MAX_IMAGE_PIXELS or 0)} megapixels"
-            raise _too_large(over, MAX_DECODE_PIXELS, FORMAT_NAMES[fmt]) from None
+            raise _too_large(over, MAX_DECODE_PIXELS, FORMAT_NAMES[fmt]) from exc
     name = _format_name(prefix)
     if name is None:
         raise _unreadable()
@@ -198,8 +198,8 @@ def _decode(data: bytes, max_side: int) -> ImageFile.ImageFile:
         raise _too_large(f"{_pixels(img.size)} even when decoded at reduced size", MAX_DECODE_PIXELS, kind)
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError, IndexError, TypeError, EOFError, struct.error):
-        raise _unreadable() from None
+    except (OSError, SyntaxError, ValueError, IndexError, TypeError, EOFError, struct.error) as exc:
+        raise _unreadable() from exc
     return img
 
 

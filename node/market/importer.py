@@ -34,7 +34,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..core.errors import PayloadTooLarge, ValidationError
 from . import images as image_check
@@ -54,7 +53,7 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 @dataclass(frozen=True)
 class Row:
     line: int  # the file line the row starts on
-    data: dict[str, Any]
+    data: dict[str, object]  # listing input, checked by listings.validate but not yet stored
     images: list[Path]
     size: int = 0  # rough size of the row as JSON, bytes (to keep a batch within a request)
     key: str = ""  # idempotency key (row_key): the store skips a row whose key it already holds
@@ -97,21 +96,24 @@ def _expiry(value: str) -> int | str:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
-def _row_data(cell: dict[str, str], base_dir: Path) -> tuple[dict[str, Any], list[Path]]:
-    data: dict[str, Any] = {k: v for k, v in cell.items() if v != ""}
+def _row_data(cell: dict[str, str], base_dir: Path) -> tuple[dict[str, object], list[Path]]:
+    """The row as listing input (its cells still text where validation reads text) and its image paths."""
+    given = {k: v for k, v in cell.items() if v != ""}
+    data: dict[str, object] = dict(given)
     for name, parse_lines in (
         ("shipping", lineformats.parse_shipping),
         ("variants", lineformats.parse_variants),
         ("coupons", lineformats.parse_coupons),
     ):
-        if name in data:
-            data[name] = parse_lines(data[name], sep=";")
-    if "expires_at" in data:
-        data["expires_at"] = _expiry(data["expires_at"])
+        if name in given:
+            data[name] = parse_lines(given[name], sep=";")
+    if "expires_at" in given:
+        data["expires_at"] = _expiry(given["expires_at"])
     currency, minor = data.pop("ref_currency", None), data.pop("ref_minor", None)
     if currency or minor:
         data["ref_price"] = {"currency": currency, "minor": minor}
-    paths = [base_dir / p.strip() for p in data.pop("images", "").split(";") if p.strip()]
+    data.pop("images", None)
+    paths = [base_dir / p.strip() for p in given.get("images", "").split(";") if p.strip()]
     return data, paths
 
 

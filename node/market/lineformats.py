@@ -10,10 +10,13 @@ CSV import (rows joined with ``;``), so both accept exactly the same syntax:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from ..core.errors import ValidationError
+from ..core.models import Coupon, ShippingOption, Variant
+
+RawRow = dict[str, str | None]
+"""One parsed line, its cells still text: listing validation checks them."""
 
 
 def _rows(text: str, sep: str = "\n") -> list[list[str]]:
@@ -21,10 +24,11 @@ def _rows(text: str, sep: str = "\n") -> list[list[str]]:
 
 
 def _parse(
-    field: str, text: str, sep: str, arity: tuple[int, int], hint: str, make: Callable[[list[str]], dict[str, Any]]
-) -> list[dict[str, Any]]:
+    field: str, text: str, sep: str, arity: tuple[int, int], hint: str, make: Callable[[list[str]], RawRow]
+) -> list[RawRow]:
     """Every line checked; one ValidationError naming each malformed line."""
-    out, errors = [], {}
+    out: list[RawRow] = []
+    errors: dict[str, str] = {}
     for n, cols in enumerate(_rows(text, sep)):
         if arity[0] <= len(cols) <= arity[1]:
             out.append(make(cols + [""] * (arity[1] - len(cols))))
@@ -35,43 +39,43 @@ def _parse(
     return out
 
 
-def parse_shipping(text: str, sep: str = "\n") -> list[dict[str, Any]]:
+def parse_shipping(text: str, sep: str = "\n") -> list[RawRow]:
     return _parse(
         "shipping", text, sep, (3, 3), "Name | regions | price in sats",
         lambda c: {"name": c[0], "regions": c[1], "price_sat": c[2]},
     )  # fmt: skip
 
 
-def parse_variants(text: str, sep: str = "\n") -> list[dict[str, Any]]:
+def parse_variants(text: str, sep: str = "\n") -> list[RawRow]:
     return _parse(
         "variants", text, sep, (2, 4), "SKU | Label | price in sats | inventory",
         lambda c: {"sku": c[0], "label": c[1], "price_sat": c[2], "inventory": c[3]},
     )  # fmt: skip
 
 
-def _coupon(cols: list[str]) -> dict[str, Any]:
+def _coupon(cols: list[str]) -> RawRow:
     code, value = cols
     if value.endswith("%"):
         return {"code": code, "percent": value[:-1].strip(), "amount_sat": None}
     return {"code": code, "percent": None, "amount_sat": value}
 
 
-def parse_coupons(text: str, sep: str = "\n") -> list[dict[str, Any]]:
+def parse_coupons(text: str, sep: str = "\n") -> list[RawRow]:
     return _parse("coupons", text, sep, (2, 2), "CODE | 10%  or  CODE | sats off", _coupon)
 
 
-def format_shipping(rows: list[dict[str, Any]]) -> str:
+def format_shipping(rows: Sequence[ShippingOption]) -> str:
     return "\n".join(f"{r['name']} | {', '.join(r['regions'])} | {r['price_sat']}" for r in rows)
 
 
-def format_variants(rows: list[dict[str, Any]]) -> str:
-    def cell(v: Any) -> str:
+def format_variants(rows: Sequence[Variant]) -> str:
+    def cell(v: int | None) -> str:
         return "" if v is None else str(v)
 
     return "\n".join(f"{r['sku']} | {r['label']} | {cell(r['price_sat'])} | {cell(r['inventory'])}" for r in rows)
 
 
-def format_coupons(rows: list[dict[str, Any]]) -> str:
+def format_coupons(rows: Sequence[Coupon]) -> str:
     return "\n".join(
         f"{r['code']} | {r['percent']}%" if r["percent"] else f"{r['code']} | {r['amount_sat']}" for r in rows
     )

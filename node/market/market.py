@@ -1,10 +1,12 @@
 """The merchant's market: stores, listings, images, catalogs.
 
 Every write goes through here, so cached snapshots are dropped exactly when
-their store changes. Storage is passed in (an adapter); nothing here touches
-files, sockets or the web. Read-modify-write operations on one store run
-under that store's write lock, and each storage call is one job on the
-storage thread, so concurrent requests cannot lose or resurrect data.
+their store changes. Storage is passed in (typed by ``core.ports.Storage``);
+nothing here touches files, sockets or the web. Read-modify-write operations
+on one store run under that store's write lock, and each storage call is one
+job on the storage thread, so concurrent requests cannot lose or resurrect
+data. After each change the one ``observer`` hears a ``StoreChanged`` event,
+outside the locks.
 """
 
 from __future__ import annotations
@@ -12,34 +14,26 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ..core import addresses
+from ..core import addresses, events
 from ..core.crypto import StoreKey
 from ..core.errors import Conflict, NotFound, StorageError, ValidationError
+from ..core.events import StoreChange, StoreChanged, StoreObserver
+from ..core.models import Client, Listing, ListingFields, OnionOptions, Profile, StoreRecord, UploadedImage
+from ..core.ports import Storage
 from ..hosting import client_auth
 from . import catalog, images
 from . import listings as L
 from . import profile as P
 from . import stores as S
+from .limits import Limits
+from .snapshots import Snapshots
 
-if TYPE_CHECKING:
-    from ..adapters.store import Storage
+__all__ = ["Limits", "Market"]
 
 _IMAGE_NAME = re.compile(r"^([0-9a-f]{64})(\.thumb)?\.jpg$")
-
-
-@dataclass(frozen=True)
-class Limits:
-    catalog_ttl: int = 7 * 86400
-    max_images: int = 10
-    max_image_bytes: int = 8 * 1024 * 1024
-    max_image_side: int = 1600
-    store_port_base: int = 8421
-    reserved_ports: frozenset[int] = frozenset()
 
 
 class Market:
@@ -50,54 +44,55 @@ class Market:
         *,
         clock: Callable[[], float] = time.time,
         port_free: Callable[[int], Awaitable[bool]] | None = None,
+        observer: StoreObserver = events.ignore,
     ) -> None:
         """``port_free(port)`` tells whether a store could listen on ``port`` (passed in by the app)."""
         self._storage = storage
         self.limits = limits
         self._clock = clock
         self._port_free = port_free
+        self._observer = observer
         self._keys: dict[str, StoreKey] = {}
-        self._snapshots: dict[str, catalog.Snapshot] = {}
-        self._build_locks: dict[str, asyncio.Lock] = {}
+        self._snapshots = Snapshots(self.now)
         self._write_locks: dict[str, asyncio.Lock] = {}
-        self._generation: dict[str, int] = {}
         # Decoding images is memory-hungry: one at a time.
         self._image_slot = asyncio.Semaphore(1)
-        self.on_store_created: list[Callable[[dict[str, Any]], Any]] = []
-        # Called with the store's last record after it was moved to deleted/.
-        self.on_store_deleted: list[Callable[[dict[str, Any]], Any]] = []
-        # Called with the store record after its port changed.
-        self.on_port_changed: list[Callable[[dict[str, Any]], Any]] = []
         # Held by every write that must see all stores at once (names, ports, deletion).
         self._stores_lock = asyncio.Lock()
-        # Called with the store record after its onion-service options change.
-        self.on_access_changed: list[Callable[[dict[str, Any]], Any]] = []
 
     def now(self) -> int:
         return int(self._clock())
 
+    def _next_seq(self, current: int) -> int:
+        """The catalog ``seq`` rule: above the last one, and at least the time (seconds) so it grows across resets."""
+        return max(current + 1, self.now())
+
     def _writing(self, onion: str) -> asyncio.Lock:
         return self._write_locks.setdefault(onion, asyncio.Lock())
 
+    async def _tell(self, change: StoreChange, record: StoreRecord) -> None:
+        await self._observer(StoreChanged(change, record))
+
     # -- stores ----------------------------------------------------------
-    async def create_store(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def create_store(self, data: object) -> StoreRecord:
         prof = P.validate(data)
         key = StoreKey.generate()
         lim = self.limits
+
+        def choose(used: set[int]) -> int | None:
+            return S.next_port(used, lim.store_port_base, lim.reserved_ports)
+
         async with self._stores_lock:
             await self._refuse_taken_name(prof["name"], None)
-            record = await self._storage.create_store(
-                key.onion, key.seed, prof, lambda used: S.next_port(used, lim.store_port_base, lim.reserved_ports)
-            )
+            record = await self._storage.create_store(key.onion, key.seed, prof, choose, now=self.now())
         self._keys[key.onion] = key
-        for callback in self.on_store_created:
-            await callback(record)
+        await self._tell(StoreChange.CREATED, record)
         return record
 
-    async def stores(self) -> list[dict[str, Any]]:
+    async def stores(self) -> list[StoreRecord]:
         return await self._storage.list_stores()
 
-    async def store(self, ref: str) -> dict[str, Any]:
+    async def store(self, ref: str) -> StoreRecord:
         return await self._storage.get_store(await self.resolve(ref))
 
     async def resolve(self, ref: str) -> str:
@@ -108,7 +103,7 @@ class Market:
         """A ValidationError if another store has this name, or the name begins another store's address."""
         S.refuse_taken_name(await self._storage.list_stores(), name, own)
 
-    async def _checked_profile(self, onion: str, data: Any) -> dict[str, Any]:
+    async def _checked_profile(self, onion: str, data: object) -> Profile:
         """The store's new profile from ``data``, with every check (fields, name taken); writes nothing."""
         current = (await self._storage.get_store(onion))["profile"]
         prof = P.validate(data, partial=current)
@@ -116,14 +111,16 @@ class Market:
             await self._refuse_taken_name(prof["name"], onion)
         return prof
 
-    async def update_profile(self, onion: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def update_profile(self, onion: str, data: object) -> Profile:
         async with self._stores_lock, self._writing(onion):
             prof = await self._checked_profile(onion, data)
-            await self._storage.update_profile(onion, prof)
-            self._changed(onion)
+            await self._storage.update_profile(onion, prof, self._next_seq)
+            self._snapshots.changed(onion)
+            record = await self._storage.get_store(onion)
+        await self._tell(StoreChange.PROFILE_CHANGED, record)
         return prof
 
-    async def update_store(self, onion: str, data: Any) -> dict[str, Any]:
+    async def update_store(self, onion: str, data: object) -> StoreRecord:
         """Profile fields and/or ``port``; every check runs before either is written. Returns the record."""
         if not isinstance(data, dict) or "port" not in data:
             await self.update_profile(onion, data)
@@ -149,14 +146,14 @@ class Market:
                 {"port": f"{wanted} is in use by another program on this machine; stop it or choose another port"}
             )
 
-    async def set_port(self, onion: str, value: Any) -> dict[str, Any]:
+    async def set_port(self, onion: str, value: object) -> StoreRecord:
         """Move the store's listener to ``value``: a port (1024-65535) or ``"auto"``.
 
         ``"auto"`` picks the lowest free port from ``store_port_base`` (with a
         base of 0: a free port at each start). A port is checked before it is
         saved (see ``_check_port``), so a running store is never moved to a
-        port it cannot listen on. Returns the store record; the
-        ``on_port_changed`` callbacks move a running listener.
+        port it cannot listen on. Returns the store record; a PORT_CHANGED
+        event (only when the port changed) lets the app move a running listener.
         """
         wanted, lim = S.port_value(value), self.limits
 
@@ -168,11 +165,10 @@ class Market:
             before = (await self._storage.get_store(onion))["port"]
             record = await self._storage.set_port(onion, choose)
         if record["port"] != before:
-            for callback in self.on_port_changed:
-                await callback(record)
+            await self._tell(StoreChange.PORT_CHANGED, record)
         return record
 
-    async def delete_store(self, onion: str, confirm: Any) -> S.DeletedStore:
+    async def delete_store(self, onion: str, confirm: object) -> S.DeletedStore:
         """Move the store's folder (key, listings, images) to ``deleted/``; its listener and onion stop.
 
         ``confirm`` must be the store's full onion address, so a mistyped name
@@ -183,31 +179,29 @@ class Market:
         async with self._stores_lock, self._writing(onion):
             record = await self._storage.get_store(onion)
             moved = await self._storage.delete_store(onion)
-            for cache in (self._keys, self._snapshots, self._generation, self._build_locks):
-                cache.pop(onion, None)
+            self._keys.pop(onion, None)
+            self._snapshots.forget(onion)
         self._write_locks.pop(onion, None)
-        for callback in self.on_store_deleted:
-            await callback(record)
+        await self._tell(StoreChange.DELETED, record)
         return S.DeletedStore(onion=onion, name=record["profile"]["name"], moved_to=moved)
 
     # -- onion-service access ----------------------------------------------
     @staticmethod
-    def access_options(record: dict[str, Any]) -> dict[str, Any]:
-        return {**client_auth.defaults(), **(record.get("onion_service") or {})}
+    def access_options(record: StoreRecord) -> OnionOptions:
+        return client_auth.of_store(record)
 
-    async def _change_access(self, onion: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    async def _change_access(self, onion: str, change: Callable[[OnionOptions], OnionOptions]) -> OnionOptions:
         async with self._writing(onion):
             options = change(self.access_options(await self._storage.get_store(onion)))
             await self._storage.set_onion_service(onion, options)
             record = await self._storage.get_store(onion)
-        for callback in self.on_access_changed:
-            await callback(record)
+        await self._tell(StoreChange.ACCESS_CHANGED, record)
         return options
 
-    async def set_access(self, onion: str, data: Any) -> dict[str, Any]:
+    async def set_access(self, onion: str, data: object) -> OnionOptions:
         """Change invite-only / max_streams / pow; turning invite-only on with no keys makes the first one."""
 
-        def change(current: dict[str, Any]) -> dict[str, Any]:
+        def change(current: OnionOptions) -> OnionOptions:
             options = client_auth.validate_options(data, current)
             if options["invite_only"] and not options["clients"]:
                 options, _ = client_auth.add_client(options, {"name": "first invitation"}, now=self.now())
@@ -215,11 +209,11 @@ class Market:
 
         return await self._change_access(onion, change)
 
-    async def add_client(self, onion: str, data: Any) -> dict[str, Any]:
+    async def add_client(self, onion: str, data: object) -> Client:
         """A new client key; the result includes the private key to hand to the invited buyer."""
-        made: list[dict[str, Any]] = []
+        made: list[Client] = []
 
-        def change(current: dict[str, Any]) -> dict[str, Any]:
+        def change(current: OnionOptions) -> OnionOptions:
             options, client = client_auth.add_client(current, data, now=self.now())
             made.append(client)
             return options
@@ -239,16 +233,16 @@ class Market:
         return self._keys[onion]
 
     # -- listings --------------------------------------------------------
-    async def listings(self, onion: str) -> list[dict[str, Any]]:
+    async def listings(self, onion: str) -> list[Listing]:
         return catalog.newest_first(await self._storage.listings(onion))
 
-    async def listing(self, onion: str, listing_id: str) -> dict[str, Any]:
+    async def listing(self, onion: str, listing_id: str) -> Listing:
         for item in await self._storage.listings(onion):
             if item["id"] == listing_id:
                 return item
         raise NotFound(f"no listing {listing_id!r} in this store")
 
-    async def add_listings(self, onion: str, inputs: list[Any]) -> list[dict[str, Any]]:
+    async def add_listings(self, onion: str, inputs: Sequence[object]) -> list[Listing]:
         """Validate all, then store all in one atomic write (or nothing).
 
         Validation runs in a worker thread: a batch of thousands of listings
@@ -261,32 +255,34 @@ class Market:
         """
         out = await asyncio.to_thread(L.validate_new, inputs, max_images=self.limits.max_images, now=self.now())
         await self._check_images(onion, out)
-        skipped = set((await self._storage.put_listings(onion, out)).skipped)
+        skipped = set((await self._storage.put_listings(onion, out, self._next_seq)).skipped)
         if len(skipped) < len(out):
-            self._changed(onion)
+            await self._catalog_changed(onion)
         return [x for x in out if x["id"] not in skipped]
 
-    async def add_listing(self, onion: str, data: Any) -> dict[str, Any]:
+    async def add_listing(self, onion: str, data: object) -> Listing:
         """One new listing; Conflict if its ``import_key`` is already stored."""
         stored = await self.add_listings(onion, [data])
         if not stored:
-            raise Conflict(f"a listing with import_key {data['import_key']!r} is already in this store")
+            key = data.get("import_key") if isinstance(data, dict) else None
+            raise Conflict(f"a listing with import_key {key!r} is already in this store")
         return stored[0]
 
-    async def update_listing(self, onion: str, listing_id: str, data: Any) -> dict[str, Any]:
+    async def update_listing(self, onion: str, listing_id: str, data: object) -> Listing:
         async with self._writing(onion):
             current = await self.listing(onion, listing_id)
             clean = L.validate(data, max_images=self.limits.max_images, now=self.now())
-            return await self._replace(onion, current, clean)
-
-    async def _replace(self, onion: str, current: dict[str, Any], clean: dict[str, Any]) -> dict[str, Any]:
-        updated = {**clean, "id": current["id"], "created_at": current["created_at"], "updated_at": self.now()}
-        await self._check_images(onion, [updated])
-        await self._storage.replace_listing(onion, updated)  # NotFound if deleted meanwhile
-        self._changed(onion)
+            updated = await self._replace(onion, current, clean)
+        await self._catalog_changed(onion)
         return updated
 
-    async def set_inventory(self, onion: str, stock: dict[str, dict[str, int | None]]) -> list[dict[str, Any]]:
+    async def _replace(self, onion: str, current: Listing, clean: ListingFields) -> Listing:
+        updated = L.edited(current, clean, self.now())
+        await self._check_images(onion, [updated])
+        await self._storage.replace_listing(onion, updated, self._next_seq)  # NotFound if deleted meanwhile
+        return updated
+
+    async def set_inventory(self, onion: str, stock: Mapping[str, Mapping[str, object]]) -> list[Listing]:
         """``stock``: listing id -> {SKU (``""`` without variants): count or None}.
 
         Every entry is checked before anything is written; unchanged listings
@@ -310,17 +306,18 @@ class Market:
             for item in changed:
                 item["updated_at"] = now
             if changed:
-                await self._storage.put_listings(onion, changed)
-                self._changed(onion)
-            return changed
+                await self._storage.put_listings(onion, changed, self._next_seq)
+        if changed:
+            await self._catalog_changed(onion)
+        return changed
 
     async def remove_listing(self, onion: str, listing_id: str) -> None:
         async with self._writing(onion):
-            await self._storage.delete_listing(onion, listing_id)
-            self._changed(onion)
+            await self._storage.delete_listing(onion, listing_id, self._next_seq)
+        await self._catalog_changed(onion)
 
     # -- images ----------------------------------------------------------
-    async def add_image(self, onion: str, data: bytes) -> dict[str, Any]:
+    async def add_image(self, onion: str, data: bytes) -> UploadedImage:
         await self._storage.get_store(onion)
         lim = self.limits
         async with self._image_slot:
@@ -329,7 +326,7 @@ class Market:
             )
         await self._storage.put_image(onion, f"{img.id}.thumb.jpg", img.thumb)
         await self._storage.put_image(onion, f"{img.id}.jpg", img.full)
-        return {"id": img.id, "path": f"/images/{img.id}.jpg", "width": img.width, "height": img.height}
+        return UploadedImage(id=img.id, path=f"/images/{img.id}.jpg", width=img.width, height=img.height)
 
     def image_path(self, onion: str, name: str, *, published: frozenset[str] | None = None) -> Path:
         """Where an image of this store is. With ``published``, only those image ids."""
@@ -338,15 +335,16 @@ class Market:
             raise NotFound("no such image")
         return self._storage.image_path(onion, name)
 
-    async def _check_images(self, onion: str, items: list[dict[str, Any]]) -> None:
+    async def _check_images(self, onion: str, items: Sequence[Listing]) -> None:
         missing = await self._storage.missing_images(onion, {f"{i}.jpg" for x in items for i in x["images"]})
         if missing:
             raise ValidationError({"images": f"image {sorted(missing)[0][:12]}… was never uploaded to this store"})
 
     # -- catalog ---------------------------------------------------------
-    def _changed(self, onion: str) -> None:
-        self._generation[onion] = self._generation.get(onion, 0) + 1
-        self._snapshots.pop(onion, None)
+    async def _catalog_changed(self, onion: str) -> None:
+        """Drop the store's snapshot and tell the observer (with the record carrying the new seq)."""
+        self._snapshots.changed(onion)
+        await self._tell(StoreChange.CATALOG_CHANGED, await self._storage.get_store(onion))
 
     async def snapshot(self, onion: str) -> catalog.Snapshot:
         """The current signed catalog and browse data; rebuilt after any change.
@@ -355,25 +353,11 @@ class Market:
         restart, an expiry or at half the TTL), so no two different envelopes
         of a store ever share a ``seq``.
         """
-        snap = self._snapshots.get(onion)
-        if snap is not None and self.now() < snap.refresh_at:
-            return snap
-        async with self._build_locks.setdefault(onion, asyncio.Lock()):
-            snap = self._snapshots.get(onion)
-            if snap is not None and self.now() < snap.refresh_at:
-                return snap
-            generation = self._generation.get(onion, 0)
+
+        async def build() -> catalog.Snapshot:
             key = await self.key(onion)
-            record, items = await self._storage.seal_data(onion)
-            snap = await asyncio.to_thread(
-                catalog.build,
-                key,
-                record["profile"],
-                items,
-                seq=record["seq"],
-                now=self.now(),
-                ttl=self.limits.catalog_ttl,
-            )
-            if self._generation.get(onion, 0) == generation:
-                self._snapshots[onion] = snap  # else a write raced us: rebuild next time
-            return snap
+            record, items = await self._storage.seal_data(onion, self._next_seq)
+            profile, seq, ttl = record["profile"], record["seq"], self.limits.catalog_ttl
+            return await asyncio.to_thread(catalog.build, key, profile, items, seq=seq, now=self.now(), ttl=ttl)
+
+        return await self._snapshots.get(onion, build)

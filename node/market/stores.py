@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..core import addresses
 from ..core.errors import Conflict, NotFound, ValidationError
+from ..core.models import StoreRecord
 from . import profile as P
 
 MIN_STORE_PORT = 1024
-Record = dict[str, Any]
+Record = StoreRecord
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DeletedStore:
     moved_to: Path  # <data-dir>/deleted/<onion>-<time>: move it back to stores/<onion> to restore
 
 
-def port_value(value: Any) -> int | None:
+def port_value(value: object) -> int | None:
     """A port number from JSON, a form or the CLI; None for ``"auto"``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
@@ -80,10 +80,10 @@ def resolve(records: list[Record], ref: str) -> str:
     address = addresses.normalize(ref)
     for s in records:
         if s["onion"] == address:
-            return str(s["onion"])
+            return s["onion"]
     key = P.name_key(ref)
-    by_name = {str(s["onion"]) for s in records if P.name_key(s["profile"]["name"]) == key}
-    by_prefix = {str(s["onion"]) for s in records if len(address) >= 6 and s["onion"].startswith(address)}
+    by_name = {s["onion"] for s in records if P.name_key(s["profile"]["name"]) == key}
+    by_prefix = {s["onion"] for s in records if len(address) >= 6 and s["onion"].startswith(address)}
     found = by_name | by_prefix
     if len(found) == 1:
         return found.pop()

@@ -8,10 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import PasarError, Unauthorized, ValidationError
+from ..core.models import StoreRecord
 from ..market.listings import validate as validate_listing
 from ..market.market import Market
+from ..operations.stores import StoreSummary, summary
 from . import appkeys, forms, render
-from .api import store_summary, tor_state
+from .api import WebContext
 from .auth import COOKIE, set_session_cookie
 from .render import page
 
@@ -38,6 +40,10 @@ def _market(request: web.Request) -> Market:
     return request.app[appkeys.MARKET]
 
 
+def _summary(request: web.Request, record: StoreRecord) -> StoreSummary:
+    return summary(WebContext(request.app), record)
+
+
 def _see(request: web.Request, name: str, query: dict[str, str] | None = None, **parts: str) -> web.HTTPSeeOther:
     url = request.app.router[name].url_for(**parts)
     return web.HTTPSeeOther(url.with_query(query) if query else url)
@@ -46,7 +52,7 @@ def _see(request: web.Request, name: str, query: dict[str, str] | None = None, *
 def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     session = request.get("session")
     notice = NOTICES.get(request.query.get("done", ""), "")
-    base = {"csrf": session.csrf if session else "", "notice": notice, "tor": tor_state(request)}
+    base = {"csrf": session.csrf if session else "", "notice": notice, "tor": WebContext(request.app).tor()}
     return page(request, f"admin/{template}", {**base, **ctx}, status=status)
 
 
@@ -73,7 +79,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    stores = [store_summary(request, s) for s in await _market(request).stores()]
+    stores = [_summary(request, s) for s in await _market(request).stores()]
     return _page(request, "dashboard.html", {"stores": stores, "errors": {}, "values": {}})
 
 
@@ -83,7 +89,7 @@ async def create_store(request: web.Request) -> web.Response:
     try:
         record = await _market(request).create_store(values)
     except ValidationError as exc:
-        stores = [store_summary(request, s) for s in await _market(request).stores()]
+        stores = [_summary(request, s) for s in await _market(request).stores()]
         return _page(request, "dashboard.html", {"stores": stores, "errors": exc.fields, "values": values}, 422)
     raise _see(request, "store", {"done": "store-created"}, store=record["onion"])
 
@@ -98,7 +104,7 @@ async def _store_page(
         request,
         "store.html",
         {
-            "store": store_summary(request, record),
+            "store": _summary(request, record),
             "profile": {**record["profile"], **(typed or {})},
             "listings": await market.listings(onion),
             "access": market.access_options(record),
@@ -166,7 +172,7 @@ async def delete_store_form(request: web.Request) -> web.Response:
     """The confirmation page: what happens to the key, the onion and the listener."""
     market = _market(request)
     record = await market.store(request.match_info["store"])
-    ctx = {"store": store_summary(request, record), "data_dir": str(request.app[appkeys.CONFIG].data_dir)}
+    ctx = {"store": _summary(request, record), "data_dir": str(request.app[appkeys.CONFIG].data_dir)}
     return _page(request, "store_delete.html", ctx)
 
 

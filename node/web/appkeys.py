@@ -9,6 +9,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ..core.config import Config
+    from ..core.models import StoreStatus
+    from ..core.ports import Http, Tor
     from ..hosting.publisher import Publisher
     from ..market.market import Market
     from .auth import AdminAuth
@@ -25,10 +27,16 @@ CSS: web.AppKey[bytes] = web.AppKey("css")
 HOSTS: web.AppKey[set[str]] = web.AppKey("allowed_hosts")
 # onion -> "http://127.0.0.1:PORT" (or "unix:/path") of the store's running listener.
 LISTENERS: web.AppKey[dict[str, str]] = web.AppKey("listeners")
-# onion -> "local" (no tor) | "starting" | "published" | "error: ...".
-STATUS: web.AppKey[dict[str, str]] = web.AppKey("store_status")
+# onion -> local (no tor) | starting | published | an error and its reason; str() is the API's text.
+STATUS: web.AppKey[dict[str, StoreStatus]] = web.AppKey("store_status")
 # onion -> where tor sends the onion's port 80: "unix:/path" or "127.0.0.1:PORT".
 TARGETS: web.AppKey[dict[str, str]] = web.AppKey("onion_targets")
 UNIX_TARGETS: web.AppKey[bool] = web.AppKey("unix_targets")
+# onion -> the running store listener (present once the listeners context started).
+RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("store_runners")
+# The tor adapter; None when the node runs without tor (loopback only).
+TOR: web.AppKey[Tor | None] = web.AppKey("tor")
 # Present only when the node runs with tor.
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
+# Outbound HTTP to other nodes' onions; present only when the node runs with tor (or a test gives one).
+HTTP: web.AppKey[Http] = web.AppKey("http")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import ValidationError
+from ..core.models import Listing
 from ..market import lineformats
 from ..market.profile import POLICIES
 from .render import date
@@ -81,11 +82,11 @@ def listing_input(form: Mapping[str, Any], images: list[str]) -> tuple[dict[str,
     return data, errors
 
 
-def listing_values(listing: Mapping[str, Any]) -> dict[str, Any]:
+def listing_values(listing: Listing) -> dict[str, object]:
     """Form field values for editing a stored listing."""
-    ref = listing.get("ref_price") or {}
+    ref = listing.get("ref_price")
 
-    def text(v: Any) -> str:
+    def text(v: int | None) -> str:
         return "" if v is None else str(v)
 
     return {
@@ -94,7 +95,7 @@ def listing_values(listing: Mapping[str, Any]) -> dict[str, Any]:
         "description_format": listing["description_format"],
         "kind": listing["kind"],
         "price_sat": text(listing["price_sat"]),
-        "ref_currency": ref.get("currency", ""),
+        "ref_currency": ref["currency"] if ref else "",
         "ref_amount": f"{ref['minor'] // 100}.{ref['minor'] % 100:02d}" if ref else "",
         "category": listing["category"],
         "tags": ", ".join(listing["tags"]),

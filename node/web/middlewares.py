@@ -74,7 +74,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except PasarError as exc:
         if exc.status >= 500 and not isinstance(exc, ValidationError):
-            log.error("%s %s: %s", request.method, request.path, exc.message)
+            # The reply is one line; the log keeps the traceback and its causes (``raise ... from exc``).
+            log.error("%s %s: %s", request.method, request.path, exc.message, exc_info=exc)
         return _render(request, exc.status, exc.code, exc.message, exc.to_json())
     except web.HTTPException as exc:
         if exc.status < 400:

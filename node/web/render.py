@@ -13,6 +13,7 @@ from aiohttp_jinja2.helpers import GLOBAL_HELPERS
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from ..core.models import RefPrice
 from ..market.listings import in_stock
 
 # CommonMark with raw HTML off and no links or images: descriptions can't pull
@@ -32,7 +33,7 @@ def sats(value: int | None, unit: str = "sat") -> str:
     return f"{sign}{v:,} sat" + ("" if v == 1 else "s")
 
 
-def fiat(ref: dict[str, Any] | None) -> str:
+def fiat(ref: RefPrice | None) -> str:
     if not ref:
         return ""
     minor = int(ref["minor"])

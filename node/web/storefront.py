@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import Misdirected, NotFound
-from ..market.catalog import Snapshot, browse
+from ..market.catalog import Page, Snapshot, browse
 from . import appkeys, bodies, middlewares, render
 from .origin import check_same_origin
 
@@ -45,7 +45,7 @@ async def _page(
     key = f"{request.path}?page={number}"
     body = pages.get(onion, snap.seq, key) if cache else None
     if body is None:
-        ctx = {
+        ctx: dict[str, object] = {
             "profile": snap.profile,
             "categories": snap.categories,
             "unit": snap.profile["display_unit"],
@@ -54,7 +54,7 @@ async def _page(
         ctx.update(context(snap))
         body = render.render(request, template, ctx).encode("utf-8")
         page = ctx.get("page")
-        if cache and (page is None or page.number == number):
+        if cache and (not isinstance(page, Page) or page.number == number):
             pages.put(onion, snap.seq, key, body)
     return web.Response(body=body, content_type="text/html", charset="utf-8")
 

@@ -239,7 +239,7 @@ async def test_a_stored_expiry_no_calendar_can_show_still_renders(node_factory):
     storage = Storage(node.data_dir)
     await storage.open()
     try:
-        await storage.replace_listing(onion, {**item, "expires_at": 2199023255552})
+        await storage.replace_listing(onion, {**item, "expires_at": 2199023255552}, lambda seq: seq + 1)
     finally:
         await storage.close()
     node.start()

@@ -11,7 +11,8 @@ old descriptor (measured under load: it kept introducing itself at the dead
 tor's introduction points, which still acked, for ~80 s before refetching).
 So the tests wait until the buyer's tor holds a descriptor newer than the one
 it had (``Buyer.fresh_descriptor``), fetching it from every HSDir, and then use
-new circuits (``TorHttp.forget``); ``fetch`` does both again after a failure.
+new circuits (``TorHttp.forget``); ``fetch`` does both again after a failure
+(``TorHttp.get`` retries, bounded in count and time, on new circuits).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import pytest
 import stem.control
 from aiohttp_socks import ProxyError
 
-from node.adapters.net import UNREACHABLE, TorHttp, onion_of
+from node.adapters.net import TorHttp, onion_of
 from node.adapters.tor import Tor, TorSettings
 from node.core import envelope
-from node.core.errors import TorError
+from node.core.config import Config
+from node.core.errors import TorError, Unreachable
 from node.market.catalog import CATALOG_TYPE
 from node.testnet import ClientTor, TestNet
 from node.testnet.tools import log_tail
@@ -44,6 +46,7 @@ from .conftest import Node, make_node
 
 PUBLISH_TIMEOUT = 90.0
 FETCH_DEADLINE = 180.0  # a fetch retries this long; only a failure comes near it
+FETCH_ATTEMPTS = 40  # more than fit in FETCH_DEADLINE: the deadline is what ends a failing fetch
 FRESH_TIMEOUT = 120.0  # for the buyer's tor to hold a newer descriptor
 REFETCH_EVERY = 5.0
 # Per attempt; a 15 s sock_connect (the whole SOCKS handshake: descriptor, introduction,
@@ -128,21 +131,17 @@ class Buyer:
 
 async def fetch(buyer: Buyer, url: str, *, deadline: float = FETCH_DEADLINE) -> tuple[int, bytes]:
     """GET through tor, retrying until ``deadline`` on new circuits with a refetched descriptor."""
-    give_up, failures = time.monotonic() + deadline, []
-    while True:
-        started = time.monotonic()
-        try:
-            async with buyer.http.session(url).get(url, allow_redirects=False) as resp:
-                return resp.status, await resp.read()
-        except UNREACHABLE as exc:
-            failures.append(f"{exc!r} after {time.monotonic() - started:.1f}s")
-        if time.monotonic() > give_up:
-            raise AssertionError(
-                f"{url} unreachable for {deadline:.0f}s: {failures}\n{log_tail(buyer.tor.data_dir, 30)}"
-            )
-        await buyer.http.forget(url)  # a dead rendezvous circuit would stall this store
-        buyer.refetch(onion_of(url))  # an old descriptor names introduction points that are gone
-        await asyncio.sleep(0.5)
+    try:
+        reply = await buyer.http.get(
+            url,
+            deadline=deadline,
+            attempts=FETCH_ATTEMPTS,
+            # an old descriptor names introduction points that are gone
+            before_retry=lambda: buyer.refetch(onion_of(url)),
+        )
+    except Unreachable as exc:
+        raise AssertionError(f"{exc.message}\n{log_tail(buyer.tor.data_dir, 30)}") from exc
+    return reply.status, reply.body
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +274,7 @@ def _b64_private(b32: str) -> str:
 
 
 async def test_a_socks_port_given_as_control_port_is_named(buyer_tor, tmp_path):
-    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{buyer_tor.socks_port}"))
+    tor = Tor(TorSettings.from_config(Config(data_dir=tmp_path, tor_control=f"127.0.0.1:{buyer_tor.socks_port}")))
     try:
         with pytest.raises(TorError, match="is tor's SOCKS port, not its control port"):
             await tor.start(on_lost=lambda: None, on_descriptor=lambda *a: None, on_bootstrap=lambda *a: None)

@@ -19,19 +19,35 @@ from typing import Any
 
 import pytest
 
-from node.adapters.tor import OnionSpec, Tor, TorSettings, find_binary
+from node.adapters.tor import Tor, TorSettings, add_onion_command, find_binary
 from node.adapters.torprocess import embedded_torrc
+from node.core.config import Config
 from node.core.crypto import ClientAuthKey, StoreKey
 from node.core.errors import TorError
+from node.core.models import OnionSpec, StoreStatus
 from node.hosting.publisher import Publisher
 
 from .conftest import free_port
 
 
+def settings(
+    data_dir: Path, *, tor_control: str = "", tor_socks: str = "", tor_password: str = "", tor_extra_torrc: str = ""
+) -> TorSettings:
+    """As the node builds them: from its Config (``data_dir / "tor"`` for the embedded tor)."""
+    config = Config(
+        data_dir=data_dir,
+        tor_control=tor_control,
+        tor_socks=tor_socks,
+        tor_password=tor_password,
+        tor_extra_torrc=tor_extra_torrc,
+    )
+    return TorSettings.from_config(config)
+
+
 def offline_settings(tmp_path: Path) -> TorSettings:
     extra = tmp_path / "offline.torrc"
     extra.write_text("DisableNetwork 1\n")
-    return TorSettings(data_dir=tmp_path / "tor", socks=f"127.0.0.1:{free_port()}", extra_torrc=str(extra))
+    return settings(tmp_path, tor_socks=f"127.0.0.1:{free_port()}", tor_extra_torrc=str(extra))
 
 
 def _ignore(*args: object) -> None:
@@ -72,11 +88,14 @@ async def test_every_option_is_accepted_by_tor(tmp_path):
 
 def test_command_syntax():
     spec = OnionSpec("BLOB", "unix:/x.sock", client_keys=("A", "B"), max_streams=5, pow=True)
-    assert spec.command() == (
+    assert add_onion_command(spec) == (
         "ADD_ONION ED25519-V3:BLOB Flags=DiscardPK,MaxStreamsCloseCircuit,V3Auth MaxStreams=5 "
         "PoWDefensesEnabled=1 Port=80,unix:/x.sock ClientAuthV3=A ClientAuthV3=B"
     )
-    assert OnionSpec("BLOB", "127.0.0.1:1").command() == "ADD_ONION ED25519-V3:BLOB Flags=DiscardPK Port=80,127.0.0.1:1"
+    assert (
+        add_onion_command(OnionSpec("BLOB", "127.0.0.1:1"))
+        == "ADD_ONION ED25519-V3:BLOB Flags=DiscardPK Port=80,127.0.0.1:1"
+    )
 
 
 async def wait_for(predicate, timeout: float = 60.0) -> None:
@@ -90,7 +109,7 @@ async def wait_for(predicate, timeout: float = 60.0) -> None:
 async def test_publisher_republishes_after_tor_dies(tmp_path):
     settings = offline_settings(tmp_path)
     tor = Tor(settings)
-    status: dict[str, str] = {}
+    status: dict[str, StoreStatus] = {}
     publisher = Publisher(tor, status=status, backoff=(0.2,))
     keys = [StoreKey.generate() for _ in range(2)]
     for key in keys:
@@ -99,13 +118,13 @@ async def test_publisher_republishes_after_tor_dies(tmp_path):
     task = asyncio.create_task(publisher.run())
     try:
         assert sorted(await tor.onions()) == sorted(k.onion for k in keys)
-        assert set(status.values()) == {"starting"}  # no network: no descriptor upload
+        assert {str(s) for s in status.values()} == {"starting"}  # no network: no descriptor upload
         first_pid = int((settings.data_dir / "tor.pid").read_text())
         os.kill(first_pid, signal.SIGKILL)
-        await wait_for(lambda: publisher.state.reconnects >= 1 and publisher.state.state == "connected")
+        await wait_for(lambda: publisher.state.reconnects >= 1 and str(publisher.state.state) == "connected")
         assert int((settings.data_dir / "tor.pid").read_text()) != first_pid
         assert sorted(await tor.onions()) == sorted(k.onion for k in keys)
-        assert set(status.values()) == {"starting"}
+        assert {str(s) for s in status.values()} == {"starting"}
         await publisher.publish(keys[0].onion, None)
         assert await tor.onions() == [keys[1].onion] and keys[0].onion not in status
         second_pid = int((settings.data_dir / "tor.pid").read_text())
@@ -148,14 +167,14 @@ async def test_a_replaced_onion_is_added_in_a_later_second_than_its_last_upload(
 async def test_a_broken_extra_torrc_is_reported(tmp_path):
     extra = tmp_path / "bad.torrc"
     extra.write_text("NoSuchTorOption 1\n")
-    tor = Tor(TorSettings(data_dir=tmp_path / "tor", extra_torrc=str(extra)))
+    tor = Tor(settings(tmp_path, tor_extra_torrc=str(extra)))
     with pytest.raises(TorError, match="NoSuchTorOption"):
         await start(tor)
     await tor.close()
 
 
 def test_embedded_torrc_stays_on_loopback(tmp_path):
-    text = embedded_torrc(TorSettings(data_dir=tmp_path))
+    text = embedded_torrc(settings(tmp_path))
     assert "ControlPort 127.0.0.1:auto" in text and "SocksPort 127.0.0.1:auto" in text
     assert "CookieAuthentication 1" in text and "%include" not in text
 
@@ -212,7 +231,7 @@ def password_tor(tmp_path):
     [("", "wants a password: set tor_password"), ("wrong", "rejected tor_password"), ("open sesame", None)],
 )
 async def test_system_tor_password(tmp_path, password_tor, password, message):
-    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{password_tor}", password=password))
+    tor = Tor(settings(tmp_path / "t", tor_control=f"127.0.0.1:{password_tor}", tor_password=password))
     try:
         if message:
             with pytest.raises(TorError, match=message):
@@ -226,7 +245,7 @@ async def test_system_tor_password(tmp_path, password_tor, password, message):
 
 async def test_a_control_port_without_authentication_is_refused(tmp_path):
     proc, port = _scratch_tor(tmp_path, [f"Log notice file {tmp_path}/scratch/notice.log"])
-    tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+    tor = Tor(settings(tmp_path / "t", tor_control=f"127.0.0.1:{port}"))
     try:
         with pytest.raises(TorError, match="CookieAuthentication 1"):
             await start(tor)
@@ -270,7 +289,7 @@ async def _say_nothing(writer: asyncio.StreamWriter) -> None:
 async def test_a_port_that_is_not_a_control_port(tmp_path, monkeypatch, handler, message):
     monkeypatch.setattr("node.adapters.tor.PROBE_TIMEOUT", 0.5)
     async with loopback_server(handler) as port:
-        tor = Tor(TorSettings(data_dir=tmp_path / "t", control=f"127.0.0.1:{port}"))
+        tor = Tor(settings(tmp_path / "t", tor_control=f"127.0.0.1:{port}"))
         try:
             with pytest.raises(TorError, match=message):
                 await start(tor)

@@ -83,3 +83,18 @@ def test_unknown_key_in_a_table_is_named(tmp_path):
     (tmp_path / "pasar.toml").write_text('[tor]\ncontrl = "127.0.0.1:9051"\n')
     with pytest.raises(ConfigError, match="unknown setting 'tor_contrl'"):
         config.load(tmp_path, env={})
+
+
+def test_the_settings_table_is_the_config_class(tmp_path):
+    """Defaults, help and checks are declared once, on Config's fields; the table is read from them."""
+    from dataclasses import fields
+
+    declared = [f for f in fields(config.Config) if f.name != "data_dir"]
+    assert [s.name for s in config.SETTINGS] == [f.name for f in declared]
+    plain = config.Config(data_dir=tmp_path)
+    for setting in config.SETTINGS:
+        assert getattr(plain, setting.name) == setting.default and setting.help
+        assert isinstance(setting.default, setting.type)
+    assert config.SECRET_SETTINGS == {"tor_password"}
+    with pytest.raises(ConfigError, match="admin_port"):
+        config.load(tmp_path, env={}, flags={"admin_port": 70000})

@@ -1,9 +1,11 @@
 """CSV import parsing: every bad line reported before anything is written."""
 
+import dataclasses
 import json
 
 import pytest
 
+from node.adapters import dbfiles
 from node.core.errors import Conflict, ValidationError
 from node.market import importer
 
@@ -283,19 +285,23 @@ def test_the_import_key_is_kept_privately_never_published():
 
     data = {"title": "A", "price_sat": 5, "kind": "digital", "import_key": "csv:" + "f" * 32 + ":1"}
     clean = listings.validate(data, max_images=3, now=NOW)  # accepted (an edit sends it back unchanged)
-    view = listings.public_view({**clean, "id": "x", "import_key": data["import_key"]})
+    view = listings.public_view(
+        {**clean, "id": "x", "import_key": data["import_key"], "created_at": 1, "updated_at": 1}
+    )
     assert "import_key" not in view and "csv:" not in json.dumps(view)
 
 
 async def test_the_market_skips_listings_whose_import_key_is_stored(tmp_path):
     from node.adapters.store import Storage
+    from node.core.config import Config
     from node.market.market import Limits, Market
 
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     storage = Storage(tmp_path)
     await storage.open()
     try:
-        market = Market(storage, Limits(store_port_base=0), clock=lambda: NOW)
+        limits = dataclasses.replace(Limits.from_config(Config(data_dir=tmp_path)), store_port_base=0)
+        market = Market(storage, limits, clock=lambda: NOW)
         onion = (await market.create_store({"name": "Shop"}))["onion"]
         rows = [{"title": t, "price_sat": 5, "kind": "digital", "import_key": f"k{t}"} for t in "ABC"]
         assert len(await market.add_listings(onion, rows[:2])) == 2

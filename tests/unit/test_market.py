@@ -1,18 +1,40 @@
 """The market service over real storage: catalog signing, caching, expiry, browse."""
 
 import asyncio
+import dataclasses
 import io
 import json
 
 import pytest
 from PIL import Image
 
+from node.adapters import dbfiles
 from node.adapters.store import Storage
 from node.core import envelope
+from node.core.config import Config
 from node.core.errors import Conflict, NotFound, ValidationError
+from node.core.events import StoreChange, StoreChanged
 from node.market.catalog import CATALOG_TYPE, browse
 from node.market.market import Limits, Market
 from node.market.stores import next_port
+
+
+def limits(tmp_path, **kw):
+    """The settings table's limits, with ``kw`` changed."""
+    return dataclasses.replace(Limits.from_config(Config(data_dir=tmp_path)), **kw)
+
+
+class Events:
+    """An observer that keeps what it heard."""
+
+    def __init__(self):
+        self.heard: list[StoreChanged] = []
+
+    async def __call__(self, event):
+        self.heard.append(event)
+
+    def of(self, change):
+        return [e.record for e in self.heard if e.change is change]
 
 
 class Clock:
@@ -25,11 +47,11 @@ class Clock:
 
 @pytest.fixture
 async def market(tmp_path):
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     storage = Storage(tmp_path)
     await storage.open()
     clock = Clock()
-    m = Market(storage, Limits(catalog_ttl=1000, store_port_base=0), clock=clock)
+    m = Market(storage, limits(tmp_path, catalog_ttl=1000, store_port_base=0), clock=clock)
     m.clock = clock
     yield m
     await storage.close()
@@ -153,11 +175,11 @@ async def test_browse_search_category_and_paging(market):
 
 
 async def test_concurrent_store_creation_gives_distinct_ports(tmp_path):
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     storage = Storage(tmp_path)
     await storage.open()
     try:
-        m = Market(storage, Limits(store_port_base=50100, reserved_ports=frozenset({50101})))
+        m = Market(storage, limits(tmp_path, store_port_base=50100, reserved_ports=frozenset({50101})))
         made = await asyncio.gather(*(m.create_store({"name": f"S{i}"}) for i in range(5)))
         assert sorted(s["port"] for s in made) == [50100, 50102, 50103, 50104, 50105]
     finally:
@@ -165,12 +187,12 @@ async def test_concurrent_store_creation_gives_distinct_ports(tmp_path):
 
 
 async def test_each_snapshot_gets_its_own_seq_even_after_restart(tmp_path):
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     seqs, onion = [], None
     for _ in range(2):
         storage = Storage(tmp_path)
         await storage.open()
-        m = Market(storage, Limits(store_port_base=0))
+        m = Market(storage, limits(tmp_path, store_port_base=0))
         onion = onion or (await m.create_store({"name": "S"}))["onion"]
         seqs.append((await m.snapshot(onion)).seq)
         await storage.close()
@@ -267,7 +289,9 @@ async def test_a_name_cannot_be_an_onion_address_or_start_another_stores_address
 async def test_a_legacy_name_that_is_another_stores_prefix_is_ambiguous_not_captured(market):
     a = (await market.create_store({"name": "A"}))["onion"]
     b = (await market.create_store({"name": "B"}))["onion"]
-    await market._storage.update_profile(b, {**(await market.store(b))["profile"], "name": a[:8]})  # from before
+    await market._storage.update_profile(
+        b, {**(await market.store(b))["profile"], "name": a[:8]}, lambda s: s + 1
+    )  # from before
     with pytest.raises(Conflict, match="full onion address"):
         await market.resolve(a[:8])
     assert await market.resolve(a) == a and await market.resolve(b) == b
@@ -277,7 +301,7 @@ async def test_a_legacy_name_that_is_another_stores_prefix_is_ambiguous_not_capt
 async def test_legacy_duplicate_names_say_how_to_get_out(market):
     a = (await market.create_store({"name": "Dup"}))["onion"]
     b = (await market.create_store({"name": "Other"}))["onion"]
-    await market._storage.update_profile(b, {**(await market.store(b))["profile"], "name": "DUP"})
+    await market._storage.update_profile(b, {**(await market.store(b))["profile"], "name": "DUP"}, lambda s: s + 1)
     with pytest.raises(Conflict, match="rename one"):
         await market.resolve("dup")
     await market.update_profile(b, {"vacation": True})  # its own (duplicate) name is kept
@@ -286,16 +310,15 @@ async def test_legacy_duplicate_names_say_how_to_get_out(market):
 
 
 async def test_delete_moves_the_folder_with_its_key_and_can_be_restored(tmp_path):
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     storage = Storage(tmp_path)
     await storage.open()
-    m = Market(storage, Limits(store_port_base=0))
-    deleted: list[str] = []
+    events = Events()
+    m = Market(storage, limits(tmp_path, store_port_base=0), observer=events)
 
-    async def hook(record):
-        deleted.append(record["onion"])
+    def deleted():
+        return [record["onion"] for record in events.of(StoreChange.DELETED)]
 
-    m.on_store_deleted.append(hook)
     keep = (await m.create_store({"name": "Keep"}))["onion"]
     doomed = await m.create_store({"name": "Doomed"})
     onion = doomed["onion"]
@@ -305,9 +328,9 @@ async def test_delete_moves_the_folder_with_its_key_and_can_be_restored(tmp_path
         with pytest.raises(ValidationError) as exc:
             await m.delete_store(onion, wrong)
         assert "confirm" in exc.value.fields
-    assert (tmp_path / "stores" / onion / "key").exists() and deleted == []
+    assert (tmp_path / "stores" / onion / "key").exists() and deleted() == []
     gone = await m.delete_store(onion, onion.upper() + ".onion")
-    assert deleted == [onion] and gone.name == "Doomed"
+    assert deleted() == [onion] and gone.name == "Doomed"
     assert gone.moved_to.parent == tmp_path / "deleted" and gone.moved_to.name.startswith(onion + "-")
     assert (gone.moved_to / "key").read_bytes() == seed and not (tmp_path / "stores" / onion).exists()
     assert [s["onion"] for s in await m.stores()] == [keep]
@@ -320,7 +343,7 @@ async def test_delete_moves_the_folder_with_its_key_and_can_be_restored(tmp_path
     storage = Storage(tmp_path)
     await storage.open()
     try:
-        m = Market(storage, Limits(store_port_base=0))
+        m = Market(storage, limits(tmp_path, store_port_base=0))
         assert [x["title"] for x in await m.listings(onion)] == ["Last one"]
         assert (await m.key(onion)).onion == onion
     finally:
@@ -328,17 +351,17 @@ async def test_delete_moves_the_folder_with_its_key_and_can_be_restored(tmp_path
 
 
 async def test_ports_can_be_changed_and_are_checked(tmp_path):
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     storage = Storage(tmp_path)
     await storage.open()
     try:
-        m = Market(storage, Limits(store_port_base=50200, reserved_ports=frozenset({50300})))
-        moved: list[tuple[str, int | None]] = []
+        events = Events()
+        lim = limits(tmp_path, store_port_base=50200, reserved_ports=frozenset({50300}))
+        m = Market(storage, lim, observer=events)
 
-        async def hook(record):
-            moved.append((record["onion"], record["port"]))
+        def moved():
+            return [(record["onion"], record["port"]) for record in events.of(StoreChange.PORT_CHANGED)]
 
-        m.on_port_changed.append(hook)
         a = (await m.create_store({"name": "A"}))["onion"]
         b = (await m.create_store({"name": "B"}))["onion"]
         assert (await m.set_port(a, 50250))["port"] == 50250
@@ -357,7 +380,7 @@ async def test_ports_can_be_changed_and_are_checked(tmp_path):
                 await m.set_port(b, bad)
         assert (await m.set_port(b, 50251))["port"] == 50251  # unchanged: no restart
         assert (await m.set_port(a, "auto"))["port"] == 50200
-        assert moved == [(a, 50250), (b, 50251), (a, 50200)]
+        assert moved() == [(a, 50250), (b, 50251), (a, 50200)]
         assert (await m.store(a))["port"] == 50200
         record = await m.update_store(b, {"port": "auto", "description": "moved"})
         assert record["port"] == 50201 and record["profile"]["description"] == "moved"
@@ -366,3 +389,76 @@ async def test_ports_can_be_changed_and_are_checked(tmp_path):
         assert (await m.store(b))["profile"]["description"] == "moved"
     finally:
         await storage.close()
+
+
+# -- the observer, the seq rule and the limits (issue 8) ---------------------
+
+
+async def test_the_observer_hears_every_change_after_it_is_saved(tmp_path):
+    dbfiles.initialise(tmp_path)
+    storage = Storage(tmp_path)
+    await storage.open()
+    try:
+        events = Events()
+        m = Market(storage, limits(tmp_path, store_port_base=50400), observer=events)
+        onion = (await m.create_store({"name": "Shop"}))["onion"]
+        await m.update_profile(onion, {"vacation": True})
+        x = await m.add_listing(onion, item())
+        await m.update_listing(onion, x["id"], item("Edited"))
+        await m.set_inventory(onion, {x["id"]: {"": 3}})
+        await m.remove_listing(onion, x["id"])
+        await m.set_access(onion, {"max_streams": 5})
+        await m.add_client(onion, {"name": "alice"})
+        await m.set_port(onion, 50410)
+        await m.delete_store(onion, onion)
+        C = StoreChange
+        assert [e.change for e in events.heard] == [
+            C.CREATED, C.PROFILE_CHANGED, *[C.CATALOG_CHANGED] * 4, C.ACCESS_CHANGED, C.ACCESS_CHANGED,
+            C.PORT_CHANGED, C.DELETED,
+        ]  # fmt: skip
+        records = [e.record for e in events.heard]
+        assert all(r["onion"] == onion for r in records)
+        assert records[1]["profile"]["vacation"] is True
+        seqs = [r["seq"] for r in records[:6]]
+        assert seqs == sorted(set(seqs)), "each catalog change carries its new, higher seq"
+        assert records[7]["onion_service"]["clients"][0]["name"] == "alice"
+        assert records[8]["port"] == 50410 and records[9]["port"] == 50410
+    finally:
+        await storage.close()
+
+
+async def test_nothing_changed_tells_nothing(market):
+    events = Events()
+    market._observer = events
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    x = await market.add_listing(onion, item(inventory=2, import_key="k"))
+    events.heard.clear()
+    assert await market.set_inventory(onion, {x["id"]: {"": 2}}) == []  # unchanged stock
+    assert await market.add_listings(onion, [item(import_key="k")]) == []  # already imported
+    with pytest.raises(ValidationError):
+        await market.update_profile(onion, {"name": ""})
+    assert events.heard == []
+
+
+async def test_the_seq_rule_is_the_markets_clock_and_always_grows(market):
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    assert (await market.store(onion))["seq"] == market.clock.t  # a new store starts at the time
+    await market.add_listing(onion, item("A"))
+    await market.add_listing(onion, item("B"))  # same second: one more
+    assert (await market.store(onion))["seq"] == market.clock.t + 2
+    market.clock.t += 100
+    assert (await market.snapshot(onion)).seq == market.clock.t  # the time again, once it is ahead
+    market.clock.t -= 1000  # the clock was set back: the seq still grows
+    await market.add_listing(onion, item("C"))
+    assert (await market.store(onion))["seq"] == market.clock.t + 1001
+
+
+def test_limits_come_from_the_settings_table(tmp_path):
+    config = Config(data_dir=tmp_path, admin_port=9000, catalog_ttl=7200, max_images=3)
+    lim = Limits.from_config(config)
+    assert (lim.catalog_ttl, lim.max_images, lim.reserved_ports) == (7200, 3, frozenset({9000}))
+    assert (lim.max_image_bytes, lim.max_image_side, lim.store_port_base) == (
+        config.max_image_bytes,
+        config.max_image_side,
+        config.store_port_base,
+    )

@@ -7,13 +7,14 @@ answers the HTTP request itself, so nothing leaves loopback.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 
 import pytest
 
 from node.adapters.net import TorHttp, onion_of
 from node.core.crypto import StoreKey
-from node.core.errors import BadRequest
+from node.core.errors import BadRequest, Unreachable
 
 
 class SocksRecorder:
@@ -133,3 +134,96 @@ async def test_redirects_to_another_host_are_refused(socks):
     finally:
         await http.close()
     assert len(socks.seen) == 1
+
+
+class FlakySocks(SocksRecorder):
+    """Refuses the first ``refuse`` SOCKS connections (as tor does before it has the store's descriptor)."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse > 0:
+            self.refuse -= 1
+            writer.close()  # hang up during the SOCKS handshake
+            return
+        await super().handle(reader, writer)
+
+
+@pytest.fixture
+async def flaky():
+    recorder = FlakySocks(refuse=2)
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    recorder.port = server.sockets[0].getsockname()[1]
+    yield recorder
+    server.close()
+    await server.wait_closed()
+
+
+async def test_get_retries_transient_failures_on_new_circuits(flaky):
+    http = TorHttp(("127.0.0.1", flaky.port))
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    retried: list[tuple[str, str]] = []
+    try:
+        reply = await http.get(
+            url, attempts=5, pauses=(0.01,), before_retry=lambda: retried.append(http.isolation(onion_of(url)))
+        )
+    finally:
+        await http.close()
+    assert reply.status == 200 and reply.body == b"ok" and len(retried) == 2
+    assert len({password for _, password in retried}) == 2  # each retry on new circuits
+
+
+async def test_get_gives_up_after_its_attempts_with_the_cause():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there
+    http = TorHttp(("127.0.0.1", port))
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    try:
+        with pytest.raises(Unreachable, match="3 attempts") as caught:
+            await http.get(url, attempts=3, pauses=(0.01,))
+    finally:
+        await http.close()
+    assert caught.value.__cause__ is not None and caught.value.status == 502
+
+
+async def test_get_gives_up_at_its_deadline():
+    held: list[asyncio.StreamWriter] = []
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts, never answers the SOCKS greeting
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    http = TorHttp(("127.0.0.1", server.sockets[0].getsockname()[1]))
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(Unreachable):
+            await http.get(url, deadline=0.3, attempts=50, pauses=(0.01,))
+    finally:
+        await http.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert loop.time() - started < 2
+
+
+async def test_sessions_follow_tor_to_its_new_socks_port(socks):
+    where: list[tuple[str, int] | None] = [None]
+    http = TorHttp(lambda: where[0])
+    url = f"http://{StoreKey.generate().onion}.onion/"
+    try:
+        with pytest.raises(Unreachable, match="no SOCKS port"):
+            http.session(url)
+        where[0] = ("127.0.0.1", 9)
+        first = http.session(url)
+        where[0] = ("127.0.0.1", socks.port)  # tor restarted on another port
+        assert (await http.get(url)).status == 200
+        assert first.closed
+    finally:
+        await http.close()

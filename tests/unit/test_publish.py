@@ -7,19 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.adapters.tor import OnionSpec
 from node.core.errors import TorError
+from node.core.models import OnionSpec
+from node.core.ports import Tor
 from node.hosting.publisher import Publisher
 
 
 @dataclass
-class Settings:
-    embedded: bool = False
-
-
-@dataclass
 class FakeTor:
-    settings: Settings = field(default_factory=Settings)
+    embedded: bool = False
     version: str = "0.4.9.11"
     supports_pow: bool = True
     socks: tuple[str, int] | None = ("127.0.0.1", 9050)
@@ -31,14 +27,23 @@ class FakeTor:
     starts: int = 0
     callbacks: dict[str, Callable[..., None]] = field(default_factory=dict)
 
-    async def start(self, **callbacks: Callable[..., None]) -> None:
+    async def start(
+        self,
+        *,
+        on_lost: Callable[[], None],
+        on_descriptor: Callable[[str, str, str], None],
+        on_bootstrap: Callable[[int, str], None],
+    ) -> None:
         self.starts += 1
         if self.start_errors:
             raise self.start_errors.pop(0)
-        self.callbacks = callbacks
+        self.callbacks = {"on_lost": on_lost, "on_descriptor": on_descriptor, "on_bootstrap": on_bootstrap}
         self.onions.clear()
 
     async def stop(self) -> None:
+        self.onions.clear()
+
+    async def close(self) -> None:
         self.onions.clear()
 
     async def add_onion(self, spec: OnionSpec) -> str:
@@ -65,9 +70,14 @@ def spec(name: str, **options: Any) -> OnionSpec:
 
 
 async def started(tor: FakeTor, **kwargs: Any) -> Publisher:
-    pub = Publisher(tor, status={}, backoff=(0.01, 0.02, 0.04), **kwargs)  # type: ignore[arg-type]
+    pub = Publisher(tor, status={}, backoff=(0.01, 0.02, 0.04), **kwargs)
     await pub.start()
     return pub
+
+
+def test_the_fake_is_a_tor() -> None:
+    tor: Tor = FakeTor()  # checked by mypy: the fake has everything the publisher uses
+    assert not tor.embedded
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -91,10 +101,10 @@ async def test_published_needs_an_upload_since_the_last_add():
     pub = await started(tor)
     await pub.publish("a", spec("a"))
     tor.event("UPLOADED", "a")  # left over from an earlier instance
-    assert pub.status["a"] == "starting"
+    assert str(pub.status["a"]) == "starting"
     tor.event("UPLOAD", "a")
     tor.event("UPLOADED", "a")
-    assert pub.status["a"] == "published"
+    assert str(pub.status["a"]) == "published"
     tor.event("UPLOADED", "someone-else")
     assert "someone-else" not in pub.status
 
@@ -104,7 +114,7 @@ async def test_a_failed_withdrawal_is_retried_not_forgotten():
     pub = await started(tor)
     await pub.publish("a", spec("a"))
     await pub.publish("a", spec("a", client_keys=("K",)))
-    assert pub.status["a"] == "error: tor refused" and "a" in tor.onions
+    assert str(pub.status["a"]) == "error: tor refused" and "a" in tor.onions
     await pub.publish("a", spec("a", client_keys=("K",)))
     assert tor.calls[-2:] == ["remove a", "add a"] and tor.onions["a"].client_keys == ("K",)
 
@@ -113,7 +123,7 @@ async def test_a_wrong_address_is_withdrawn():
     tor = FakeTor(rename={"a": "b"})
     pub = await started(tor)
     await pub.publish("a", spec("a"))
-    assert pub.status["a"].startswith("error: tor computed b.onion") and tor.onions == {}
+    assert str(pub.status["a"]).startswith("error: tor computed b.onion") and tor.onions == {}
 
 
 async def test_proof_of_work_on_an_old_tor_keeps_the_store_up():
@@ -121,7 +131,7 @@ async def test_proof_of_work_on_an_old_tor_keeps_the_store_up():
     pub = await started(tor)
     await pub.publish("a", spec("a"))
     await pub.publish("a", spec("a", pow=True))
-    assert "0.4.9.2" in pub.status["a"] and "still published" in pub.status["a"]
+    assert "0.4.9.2" in str(pub.status["a"]) and "still published" in str(pub.status["a"])
     assert tor.calls == ["add a"] and not tor.onions["a"].pow
 
 
@@ -133,11 +143,11 @@ async def test_reconnects_republish_and_apply_changes_made_while_down():
     try:
         tor.start_errors = [TorError("tor is gone"), RuntimeError("a bug")]
         tor.lose()
-        await until(lambda: pub.state.state.startswith("error"))
+        await until(lambda: str(pub.state.state).startswith("error"))
         await pub.publish("a", spec("a", max_streams=9))  # while tor is away
         await pub.publish("b", spec("b"))
-        assert pub.status["b"].startswith("error")
-        await until(lambda: pub.state.state == "connected")
+        assert str(pub.status["b"]).startswith("error")
+        await until(lambda: str(pub.state.state) == "connected")
         await until(lambda: set(tor.onions) == {"a", "b"})
         assert tor.onions["a"].max_streams == 9 and tor.starts == 4  # start, TorError, bug, ok
         assert pub.state.reconnects == 3
@@ -155,7 +165,7 @@ async def test_backoff_grows_while_tor_keeps_dying():
         for _ in range(4):
             starts = tor.starts
             tor.lose()
-            await until(lambda n=starts: tor.starts > n and pub.state.state == "connected")
+            await until(lambda n=starts: tor.starts > n and str(pub.state.state) == "connected")
             delays.append(pub.state.retry_in)
     finally:
         task.cancel()
@@ -171,8 +181,27 @@ async def test_backoff_starts_over_after_a_stable_connection():
         for _ in range(3):
             starts = tor.starts
             tor.lose()
-            await until(lambda n=starts: tor.starts > n and pub.state.state == "connected")
+            await until(lambda n=starts: tor.starts > n and str(pub.state.state) == "connected")
             assert pub.state.retry_in == 0.01
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_tor_state_reads_as_before_in_json():
+    tor = FakeTor()
+    pub = Publisher(tor, status={}, backoff=(0.01,))
+    assert pub.state.as_json()["state"] == "starting"
+    await pub.start()
+    await pub.publish("a", spec("a"))
+    task = asyncio.create_task(pub.run())
+    try:
+        assert pub.state.as_json()["state"] == "connected" and pub.state.as_json()["socks"] == "127.0.0.1:9050"
+        tor.start_errors = [TorError("tor is gone")]
+        tor.lose()
+        await until(lambda: "tor is gone" in str(pub.state.state))
+        assert pub.state.as_json()["state"] == "error: tor is gone (retrying in 0s)"
+        assert str(pub.status["a"]) == "error: tor is gone (retrying in 0s)"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

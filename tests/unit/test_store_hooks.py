@@ -1,21 +1,26 @@
-"""The app's reaction to a deleted store or a new port, with tor replaced by a fake (publisher logic is real)."""
+"""The app's one store observer (``StoreEvents``): what a new, deleted or moved store does to its
+listener and its onion, with tor replaced by a fake (publisher logic is real)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiohttp import web
 
-from node.adapters.store import Storage
-from node.adapters.tor import OnionSpec
-from node.app import create_app
+from node.adapters import dbfiles
+from node.adapters.net import TorHttp
+from node.app import StoreEvents, create_app
 from node.core import config as cfg
 from node.core.errors import ValidationError
+from node.core.events import StoreChange, StoreChanged
+from node.core.models import OnionSpec, StoreRecord
 from node.market.market import Market
 from node.web import appkeys
 
@@ -37,17 +42,14 @@ class AppTor(FakeTor):
         self.targets[name] = spec.target
         return name
 
-    async def close(self) -> None:
-        self.onions.clear()
-
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[tuple[web.Application, AppTor]]:
-    Storage.initialise(tmp_path)
+    dbfiles.initialise(tmp_path)
     (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
     config = cfg.load(tmp_path, flags={"store_port_base": "0"}, env={})
     tor = AppTor()
-    app = create_app(config, tor=tor)  # type: ignore[arg-type]
+    app = create_app(config, tor=tor)
     runner = web.AppRunner(app)
     await runner.setup()  # enters the cleanup contexts: storage, market, listeners, tor
     try:
@@ -115,5 +117,73 @@ async def test_a_port_taken_between_check_and_bind_says_so_and_unpublishes(node)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         await market.set_port(onion, taken.getsockname()[1])
-    assert app[appkeys.STATUS][onion].startswith("error: cannot listen on port")
+    assert str(app[appkeys.STATUS][onion]).startswith("error: cannot listen on port")
     assert onion not in tor.onions and onion not in app[appkeys.LISTENERS]
+
+
+async def test_the_onion_is_withdrawn_while_its_listener_still_runs(node, monkeypatch):
+    app, tor = node
+    market = app[appkeys.MARKET]
+    tor.market = market
+    onion = (await market.create_store({"name": "Ordered"}))["onion"]
+    listening_at_removal: list[bool] = []
+    remove = tor.remove_onion
+
+    async def recording_remove(name: str) -> None:
+        listening_at_removal.append(name in app[appkeys.LISTENERS])
+        await remove(name)
+
+    monkeypatch.setattr(tor, "remove_onion", recording_remove)
+    await market.delete_store(onion, onion)
+    assert listening_at_removal == [True] and onion not in app[appkeys.LISTENERS]
+
+
+async def test_a_profile_change_leaves_listener_and_onion_alone(node):
+    app, tor = node
+    market = app[appkeys.MARKET]
+    tor.market = market
+    onion = (await market.create_store({"name": "Quiet"}))["onion"]
+    calls, listener = list(tor.calls), app[appkeys.LISTENERS][onion]
+    await market.update_profile(onion, {"name": "Quieter"})
+    assert tor.calls == calls and app[appkeys.LISTENERS][onion] == listener
+
+
+async def test_outbound_http_goes_through_wherever_tor_has_its_socks_port(node):
+    app, tor = node
+    http = app[appkeys.HTTP]
+    assert isinstance(http, TorHttp) and http.endpoint() == ("127.0.0.1", 9050)
+    tor.socks = ("127.0.0.1", 9150)  # a reconnected embedded tor
+    assert http.endpoint() == ("127.0.0.1", 9150)
+
+
+async def test_a_publisher_loop_that_crashes_is_restarted(node, caplog, monkeypatch):
+    app, tor = node
+    publisher, stop = app[appkeys.PUBLISHER], tor.stop
+
+    async def broken_stop() -> None:  # raised outside the loop's own error handling
+        monkeypatch.setattr(tor, "stop", stop)
+        raise RuntimeError("a bug in stop")
+
+    monkeypatch.setattr(tor, "stop", broken_stop)
+    tor.lose()
+    async with asyncio.timeout(10):
+        while str(publisher.state.state) != "connected" or publisher.state.reconnects == 0:
+            await asyncio.sleep(0.01)
+    assert "the tor publisher failed" in caplog.text and "a bug in stop" in caplog.text
+
+
+async def test_without_tor_stores_are_served_on_loopback_only(tmp_path: Path):
+    dbfiles.initialise(tmp_path)
+    (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
+    app = create_app(cfg.load(tmp_path, flags={"store_port_base": "0"}, env={}))
+    events = StoreEvents(app)
+    record = cast(StoreRecord, {"onion": "x" * 56, "port": None})
+    await events(StoreChanged(StoreChange.CREATED, record))  # before any context started: skipped
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        onion = (await app[appkeys.MARKET].create_store({"name": "Local"}))["onion"]
+        assert str(app[appkeys.STATUS][onion]) == "local" and onion in app[appkeys.LISTENERS]
+        assert appkeys.PUBLISHER not in app and appkeys.HTTP not in app
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,56 @@
+"""The shape of an operation, and what it may use (``Context``); see ``node/operations/__init__.py``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from ..core.models import StoreRecord
+from ..market.market import Market
+
+PREFIX = "/api/v1"
+TorView = dict[str, object]  # "mode" and "state", and when connected bootstrap, version, socks, ...
+
+
+class Context(Protocol):
+    """Where an operation runs: the running node, or the CLI on a stopped node's data directory."""
+
+    @property
+    def market(self) -> Market: ...
+
+    def status(self, onion: str) -> str:
+        """``local`` | ``starting`` | ``published`` | ``error: ...`` | ``stopped``."""
+        ...
+
+    def local_url(self, record: StoreRecord) -> str | None:
+        """The store's loopback URL, or None (no listener, or a port chosen at each start)."""
+        ...
+
+    def tor(self) -> TorView: ...
+
+
+@dataclass(frozen=True)
+class NoInput:
+    pass
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Operation(Generic[In, Out]):
+    name: str
+    method: str
+    path: str  # under PREFIX; {names} are fields of the input
+    input: Callable[..., In]
+    call: Callable[[Context, In], Awaitable[Out]]
+    status: int = 200  # 201 created, 204 nothing to say (the output is None)
+    optional_body: bool = False  # no body reads as {}
+
+    @property
+    def params(self) -> list[str]:
+        """The input's fields: path parameters, then ``body`` (JSON) or ``data`` (raw bytes)."""
+        return list(inspect.signature(self.input).parameters)
