@@ -230,7 +230,8 @@ async def cmd_node(args: argparse.Namespace, config: cfg.Config) -> int:
     if args.json:
         out(json.dumps(info, indent=2))
         return 0
-    out(f"pasar {info['version']}: {info['stores']} stores, {info['listings']} listings")
+    stores, listings = info["stores"], info["listings"]
+    out(f"pasar {info['version']}: {stores} store{'s' * (stores != 1)}, {listings} listing{'s' * (listings != 1)}")
     out(f"tor: {info['tor']['mode']}, {info['tor']['state']}")
     return 0
 

@@ -165,7 +165,7 @@ def test_node_answers_with_and_without_a_running_node(shop):
     stopped = {"mode": "embedded", "state": "stopped (the node is not running)"}
     assert offline == {"version": __version__, "stores": 1, "listings": 1, "tor": stopped}
     assert node.cli("node").stdout == (
-        f"pasar {__version__}: 1 stores, 1 listings\ntor: embedded, stopped (the node is not running)\n"
+        f"pasar {__version__}: 1 store, 1 listing\ntor: embedded, stopped (the node is not running)\n"
     )
     node.start()
     online = json.loads(node.cli("node", "--json").stdout)
