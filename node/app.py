@@ -28,7 +28,7 @@ from .adapters.store import Storage
 from .adapters.tor import Tor as StemTor
 from .adapters.tor import TorSettings
 from .core.config import Config
-from .core.errors import ConfigError, TorError
+from .core.errors import ConfigError
 from .core.events import StoreChange, StoreChanged
 from .core.models import OnionSpec, StoreRecord, StoreStatus
 from .core.ports import Http, Tor
@@ -102,26 +102,34 @@ class StoreEvents:
         record, onion = event.record, event.record["onion"]
         if event.change is StoreChange.CREATED:
             await self._start_listener(record)
-            await publish(self.app, record)
+            await self._publish(record)
         elif event.change is StoreChange.DELETED:
-            await withdraw(self.app, onion)  # before its listener stops: tor must not point at nothing
+            await self._withdraw(onion)  # before its listener stops: tor must not point at nothing
             await self._stop_listener(onion)
             self.app[appkeys.STATUS].pop(onion, None)
         elif event.change is StoreChange.PORT_CHANGED:
             await self._stop_listener(onion)
             await self._start_listener(record)
-            await publish(self.app, record)  # the new target republishes
+            await self._publish(record)  # the new target republishes
         elif event.change is StoreChange.ACCESS_CHANGED:
-            await publish(self.app, record)
+            await self._publish(record)
         # PROFILE_CHANGED, CATALOG_CHANGED: nothing yet (gossip will announce them).
 
     async def _start_listener(self, record: StoreRecord) -> None:
-        if appkeys.RUNNERS in self.app:
+        if "listeners" in self.app[appkeys.RUNNING]:
             await listeners.start(self.app, record)
 
     async def _stop_listener(self, onion: str) -> None:
-        if appkeys.RUNNERS in self.app:
+        if "listeners" in self.app[appkeys.RUNNING]:
             await listeners.stop(self.app, onion)
+
+    async def _publish(self, record: StoreRecord) -> None:
+        if "tor" in self.app[appkeys.RUNNING]:
+            await publish(self.app, record)
+
+    async def _withdraw(self, onion: str) -> None:
+        if "tor" in self.app[appkeys.RUNNING]:
+            await withdraw(self.app, onion)
 
 
 async def publish(app: web.Application, record: StoreRecord) -> None:
@@ -171,7 +179,9 @@ async def listeners_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.RUNNERS] = {}
     for record in await app[appkeys.MARKET].stores():
         await listeners.start(app, record)
+    app[appkeys.RUNNING].add("listeners")
     yield
+    app[appkeys.RUNNING].discard("listeners")  # from now on store events start no listener
     await listeners.stop_all(app)
 
 
@@ -186,11 +196,14 @@ async def tor_ctx(app: web.Application) -> AsyncIterator[None]:
         await publish(app, record)
     try:
         await publisher.start()
-    except TorError:
+    except BaseException:  # a TorError names the fix; anything else is a bug: either way tor is closed
+        del app[appkeys.PUBLISHER]
         await tor.close()
         raise
     task = asyncio.create_task(supervised("the tor publisher", publisher.run), name="tor-publisher")
+    app[appkeys.RUNNING].add("tor")
     yield
+    app[appkeys.RUNNING].discard("tor")  # store events during shutdown no longer reach tor
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -232,6 +245,7 @@ def create_app(
     if http is not None:
         app[appkeys.HTTP] = http
     app[appkeys.LISTENERS], app[appkeys.STATUS], app[appkeys.TARGETS] = {}, {}, {}
+    app[appkeys.RUNNING] = set()
     # The embedded tor runs as this user, so it can reach unix sockets in the data dir.
     app[appkeys.UNIX_TARGETS] = tor is not None and tor.embedded
     tdir = templates_dir()

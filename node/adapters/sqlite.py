@@ -103,13 +103,13 @@ class _Write(Generic[T]):
     def run(self, conn: sqlite3.Connection, path: Path) -> None:
         try:
             result = _translated(lambda: _in_transaction(conn, self.fn), path)
-        except Exception as exc:  # handed to the awaiting task, which raises it
+        except BaseException as exc:  # handed to the awaiting task, which raises it; the writer lives on
             error = exc  # ``exc`` is unbound after this block; the loop sets it later
             self._hand_back(lambda: self.future.set_exception(error), error)
         else:
             self._hand_back(lambda: self.future.set_result(result), None)
 
-    def _hand_back(self, settle: Callable[[], None], exc: Exception | None) -> None:
+    def _hand_back(self, settle: Callable[[], None], exc: BaseException | None) -> None:
         def on_loop() -> None:
             if not self.future.done():  # done = the awaiting task was cancelled; the write still happened
                 settle()

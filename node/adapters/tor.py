@@ -132,14 +132,14 @@ class Tor:
             self.version, self.supports_pow = str(version).split(" ")[0], version >= POW_VERSION
             self.socks = self._socks_endpoint(controller)
             self._listen(self._session, events, loop, progress)
-        except (TorError, OSError, stem.ControllerError) as exc:
+        except BaseException as exc:  # leave nothing running, whatever went wrong (a bug too)
             if self._session is not None:
                 self._stop()
             elif process is not None:
                 torprocess.terminate(process)
-            if isinstance(exc, TorError):
-                raise
-            raise TorError(f"could not start using tor: {exc}") from exc
+            if isinstance(exc, OSError | stem.ControllerError):
+                raise TorError(f"could not start using tor: {exc}") from exc
+            raise
 
     def _socks_endpoint(self, controller: stem.control.Controller) -> tuple[str, int] | None:
         """Where outbound connections go; None if this tor has no loopback SocksPort (yet)."""

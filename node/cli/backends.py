@@ -23,7 +23,7 @@ from ..app import port_probe, read_token, url_for_host
 from ..core import errors
 from ..core.config import Config
 from ..core.errors import NodeBusy, PasarError, StorageError, ValidationError
-from ..core.models import Listing, StoreRecord, UploadedImage
+from ..core.models import Listing, PublishState, StoreRecord, StoreStatus, UploadedImage
 from ..market.limits import Limits
 from ..market.market import Market
 
@@ -62,8 +62,8 @@ class LocalContext:
     def market(self) -> Market:
         return self._market
 
-    def status(self, onion: str) -> str:
-        return "stopped"
+    def status(self, onion: str) -> StoreStatus:
+        return StoreStatus(PublishState.STOPPED)
 
     def local_url(self, record: StoreRecord) -> str | None:
         port = record["port"]

@@ -65,7 +65,7 @@ class TorState:
     retry_in: float = 0.0  # the last backoff delay
 
     def as_json(self) -> dict[str, object]:
-        return {**self.__dict__, "state": str(self.state)}
+        return {**self.__dict__, "state": str(self.state), "phase": self.state.phase.value}
 
 
 @dataclass

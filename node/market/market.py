@@ -344,7 +344,11 @@ class Market:
     async def _catalog_changed(self, onion: str) -> None:
         """Drop the store's snapshot and tell the observer (with the record carrying the new seq)."""
         self._snapshots.changed(onion)
-        await self._tell(StoreChange.CATALOG_CHANGED, await self._storage.get_store(onion))
+        try:
+            record = await self._storage.get_store(onion)
+        except NotFound:  # deleted since the write, which stands: DELETED was (or is being) told
+            return
+        await self._tell(StoreChange.CATALOG_CHANGED, record)
 
     async def snapshot(self, onion: str) -> catalog.Snapshot:
         """The current signed catalog and browse data; rebuilt after any change.

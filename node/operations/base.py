@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from ..core.models import StoreRecord
+from ..core.models import StoreRecord, StoreStatus
 from ..market.market import Market
 
 PREFIX = "/api/v1"
@@ -20,8 +20,8 @@ class Context(Protocol):
     @property
     def market(self) -> Market: ...
 
-    def status(self, onion: str) -> str:
-        """``local`` | ``starting`` | ``published`` | ``error: ...`` | ``stopped``."""
+    def status(self, onion: str) -> StoreStatus:
+        """local | starting | published | error (with its reason) | stopped."""
         ...
 
     def local_url(self, record: StoreRecord) -> str | None:

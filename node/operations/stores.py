@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from ..core.crypto import ClientAuthKey
 from ..core.errors import NotFound
-from ..core.models import Client, OnionOptions, Profile, PublicOnionOptions, StoreRecord
+from ..core.models import Client, Profile, PublicOnionOptions, StoreRecord
+from ..hosting import client_auth
 from ..market.market import Market
 from .base import Context, NoInput, Operation
 
@@ -18,6 +20,7 @@ class StoreSummary(TypedDict):
     seq: int
     local_url: str | None
     status: str
+    state: str
     invite_only: bool
     port: int | None  # saved; None = a free port at each start
 
@@ -61,28 +64,17 @@ class ClientRef:
 
 def summary(ctx: Context, record: StoreRecord) -> StoreSummary:
     onion = record["onion"]
+    status = ctx.status(onion)
     return {
         "onion": onion,
         "address": f"{onion}.onion",
         "name": record["profile"]["name"],
         "seq": record["seq"],
         "local_url": ctx.local_url(record),
-        "status": ctx.status(onion),
+        "status": str(status),  # the state, and for an error its reason: "error: ..."
+        "state": status.state.value,  # local | starting | published | stopped | error
         "invite_only": Market.access_options(record)["invite_only"],
         "port": record["port"],
-    }
-
-
-def public_options(options: OnionOptions) -> PublicOnionOptions:
-    """The onion-service options without the clients' private keys."""
-    return {
-        "invite_only": options["invite_only"],
-        "max_streams": options["max_streams"],
-        "pow": options["pow"],
-        "clients": [
-            {"id": c["id"], "name": c["name"], "public": c["public"], "created_at": c["created_at"]}
-            for c in options["clients"]
-        ],
     }
 
 
@@ -90,12 +82,13 @@ def detail(ctx: Context, record: StoreRecord) -> StoreDetail:
     return {
         **summary(ctx, record),
         "profile": record["profile"],
-        "onion_service": public_options(Market.access_options(record)),
+        "onion_service": client_auth.public_view(Market.access_options(record)),
     }
 
 
 def _client_key(onion: str, client: Client) -> ClientKey:
-    return {**client, "auth_private": f"{onion}:descriptor:x25519:{client['private']}"}
+    line = ClientAuthKey(public=client["public"], private=client["private"]).auth_private_line(onion)
+    return {**client, "auth_private": line}
 
 
 async def _list_stores(ctx: Context, _: NoInput) -> list[StoreSummary]:
@@ -125,7 +118,7 @@ async def _delete_store(ctx: Context, inp: StoreBody) -> Deleted:
 
 async def _update_access(ctx: Context, inp: StoreBody) -> PublicOnionOptions:
     """``{"invite_only": bool, "max_streams": int, "pow": bool}``, any subset; republishes the onion."""
-    return public_options(await ctx.market.set_access(await ctx.market.resolve(inp.store), inp.body))
+    return client_auth.public_view(await ctx.market.set_access(await ctx.market.resolve(inp.store), inp.body))
 
 
 async def _add_client(ctx: Context, inp: StoreBody) -> ClientKey:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .. import operations as ops
 from ..core.errors import BadRequest
-from ..core.models import StoreRecord
+from ..core.models import PublishState, StoreRecord, StoreStatus
 from ..market.market import Market
 from . import appkeys
 from .bodies import read_form, read_json
@@ -32,8 +32,8 @@ class WebContext:
     def market(self) -> Market:
         return self._app[appkeys.MARKET]
 
-    def status(self, onion: str) -> str:
-        return str(self._app[appkeys.STATUS].get(onion, "stopped"))
+    def status(self, onion: str) -> StoreStatus:
+        return self._app[appkeys.STATUS].get(onion, StoreStatus(PublishState.STOPPED))
 
     def local_url(self, record: StoreRecord) -> str | None:
         return self._app[appkeys.LISTENERS].get(record["onion"])

@@ -34,6 +34,9 @@ TARGETS: web.AppKey[dict[str, str]] = web.AppKey("onion_targets")
 UNIX_TARGETS: web.AppKey[bool] = web.AppKey("unix_targets")
 # onion -> the running store listener (present once the listeners context started).
 RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("store_runners")
+# The parts of the node that take store events now ("listeners", "tor"): added when a context has
+# started, removed when its teardown begins (the app's keys cannot change once it runs).
+RUNNING: web.AppKey[set[str]] = web.AppKey("running_parts")
 # The tor adapter; None when the node runs without tor (loopback only).
 TOR: web.AppKey[Tor | None] = web.AppKey("tor")
 # Present only when the node runs with tor.

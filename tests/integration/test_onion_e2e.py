@@ -46,7 +46,7 @@ from .conftest import Node, make_node
 
 PUBLISH_TIMEOUT = 90.0
 FETCH_DEADLINE = 180.0  # a fetch retries this long; only a failure comes near it
-FETCH_ATTEMPTS = 40  # more than fit in FETCH_DEADLINE: the deadline is what ends a failing fetch
+FETCH_ATTEMPTS = 400  # at 0.5 s pauses more than fit in FETCH_DEADLINE: the deadline ends a failing fetch
 FRESH_TIMEOUT = 120.0  # for the buyer's tor to hold a newer descriptor
 REFETCH_EVERY = 5.0
 # Per attempt; a 15 s sock_connect (the whole SOCKS handshake: descriptor, introduction,
@@ -136,6 +136,7 @@ async def fetch(buyer: Buyer, url: str, *, deadline: float = FETCH_DEADLINE) -> 
             url,
             deadline=deadline,
             attempts=FETCH_ATTEMPTS,
+            pauses=(0.5,),  # retry often: a fresh descriptor may arrive at any moment
             # an old descriptor names introduction points that are gone
             before_retry=lambda: buyer.refetch(onion_of(url)),
         )

@@ -23,7 +23,7 @@ from node.core import errors
 from .conftest import make_node
 
 # Differ by design: a running node has listeners and statuses, the data directory has none.
-BY_CONTEXT = {"status", "local_url"}
+BY_CONTEXT = {"status", "state", "local_url"}
 
 
 def _png() -> bytes:
@@ -108,13 +108,14 @@ async def test_each_operation_gives_the_same_json_on_the_data_dir_and_through_th
         assert isinstance(remote, RemoteBackend)
         assert _without_context(await _reads(remote, onion, listing_id)) == _without_context(before)
         through_api = await _every_operation(remote, onion, "Online extra")
-        assert [s["status"] for s in await remote.run(ops.stores.list_stores, ops.NoInput())] == ["local"]
+        listed = await remote.run(ops.stores.list_stores, ops.NoInput())
+        assert [(s["status"], s["state"]) for s in listed] == [("local", "local")]
     assert set(on_disk) == set(through_api) == set(ops.BY_NAME)  # every entry of the table ran both ways
     for name in ops.BY_NAME:
         if name != "get_tor":  # what tor is doing differs: no node runs tor in the first case
             assert _shape(on_disk[name]) == _shape(through_api[name]), name
     stores = before["list_stores"]
-    assert isinstance(stores, list) and [s["status"] for s in stores] == ["stopped"]
+    assert isinstance(stores, list) and [(s["status"], s["state"]) for s in stores] == [("stopped", "stopped")]
 
 
 async def _failures(b: Backend, onion: str) -> list[errors.PasarError]:

@@ -53,6 +53,8 @@ RANKS: dict[str, int] = {
 
 # Domain code receives adapters typed by node.core.ports Protocols (rule 2: it never constructs one).
 FEATURES = ("node.hosting", "node.market", "node.discovery", "node.payments", "node.operations")
+# Neither features nor web/ import adapters: only the app (which builds them) and the CLI do.
+NO_ADAPTERS = (*FEATURES, "node.web")
 ONLY_IMPORTS = {"node.testnet": ("node.core", "node.adapters")}
 
 # Exactly the third-party libraries each package uses (test_allow_lists_are_exact keeps them so).
@@ -145,8 +147,8 @@ def _node_violation(key: str, target: str) -> str | None:
         return f"imports {target}, which has no rank"
     if key in ONLY_IMPORTS and target_key != key and target_key not in ONLY_IMPORTS[key]:
         return f"imports {target}: {key} may import only {', '.join(ONLY_IMPORTS[key])}"
-    if key in FEATURES and target_key == "node.adapters":
-        return f"imports {target}: features get adapters through node.core.ports Protocols"
+    if key in NO_ADAPTERS and target_key == "node.adapters":
+        return f"imports {target}: features and web/ get adapters through node.core.ports Protocols"
     if target_key != key and RANKS[target_key] >= RANKS[key]:
         return f"imports {target} ({target_key}, rank {RANKS[target_key]}), not below {key} (rank {RANKS[key]})"
     return None
@@ -286,8 +288,8 @@ def planted(source: str, module: str = "node.market.fake") -> str:
     [
         ("from node import web\n", "imports node.web"),
         ("from .. import web\n", "imports node.web"),
-        ("from .. import adapters\n", "features get adapters through node.core.ports"),
-        ("from ..adapters import store\n", "features get adapters through node.core.ports"),
+        ("from .. import adapters\n", "get adapters through node.core.ports"),
+        ("from ..adapters import store\n", "get adapters through node.core.ports"),
         ("import node.app\n", "imports node.app"),
         ("from ..hosting import nothing_here\n", ""),  # hosting ranks below market: allowed
         ("from ..gizmo import thing\n", "node.gizmo, which has no rank"),
@@ -312,7 +314,7 @@ def test_a_planted_violation_in_market_is_reported(source, expected):
     ("source", "expected"),
     [
         ("if TYPE_CHECKING:\n    from ..web.appkeys import MARKET\n", "imports node.web.appkeys"),
-        ("if TYPE_CHECKING:\n    from ..adapters.store import Storage\n", "features get adapters"),
+        ("if TYPE_CHECKING:\n    from ..adapters.store import Storage\n", "get adapters through node.core.ports"),
         ("import typing\nif typing.TYPE_CHECKING:\n    from node.cli import main\n", "imports node.cli"),
         ("def f():\n    from ..app import serve\n", "imports node.app"),
     ],
@@ -336,6 +338,12 @@ def test_sideways_and_tool_imports_are_reported():
     assert "not below node.app" in planted("from .testnet import TestNet\n", "node.app")
     assert "may import only node.core, node.adapters" in planted("from ..market import market\n", "node.testnet.x")
     assert planted("from ..testnet import TestNet\n", "node.cli.fake") == ""
+
+
+def test_web_gets_no_adapter_the_app_does():
+    assert "get adapters through node.core.ports" in planted("from ..adapters.store import Storage\n", "node.web.fake")
+    assert "get adapters through node.core.ports" in planted("from .. import adapters\n", "node.web.fake")
+    assert planted("from .adapters.store import Storage\n", "node.app") == ""
 
 
 def test_web_and_core_get_no_blocking_stdlib_but_adapters_and_app_do():

@@ -440,6 +440,21 @@ async def test_nothing_changed_tells_nothing(market):
     assert events.heard == []
 
 
+async def test_a_store_deleted_right_after_a_write_keeps_the_write_answered(market, monkeypatch):
+    """The catalog event reads the store after the write; a delete in between must not turn it into a 404."""
+    events = Events()
+    market._observer = events
+    onion = (await market.create_store({"name": "Shop"}))["onion"]
+    events.heard.clear()
+
+    async def gone(ref):
+        raise NotFound("no such store")
+
+    monkeypatch.setattr(market._storage, "get_store", gone)
+    added = await market.add_listing(onion, item())
+    assert added["title"] == "Socks" and events.heard == []
+
+
 async def test_the_seq_rule_is_the_markets_clock_and_always_grows(market):
     onion = (await market.create_store({"name": "Shop"}))["onion"]
     assert (await market.store(onion))["seq"] == market.clock.t  # a new store starts at the time

@@ -187,3 +187,21 @@ async def test_without_tor_stores_are_served_on_loopback_only(tmp_path: Path):
         assert appkeys.PUBLISHER not in app and appkeys.HTTP not in app
     finally:
         await runner.cleanup()
+
+
+async def test_store_events_after_shutdown_began_start_and_publish_nothing(tmp_path: Path):
+    """Teardown takes the listeners and tor out of the events first: nothing is started that nobody stops."""
+    dbfiles.initialise(tmp_path)
+    (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
+    tor = AppTor()
+    app = create_app(cfg.load(tmp_path, flags={"store_port_base": "0"}, env={}), tor=tor)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tor.market = app[appkeys.MARKET]
+    record = await app[appkeys.MARKET].create_store({"name": "Late"})
+    assert app[appkeys.RUNNING] == {"listeners", "tor"}
+    await runner.cleanup()
+    assert app[appkeys.RUNNING] == set() and app[appkeys.LISTENERS] == {}
+    calls = list(tor.calls)
+    await StoreEvents(app)(StoreChanged(StoreChange.PORT_CHANGED, record))
+    assert app[appkeys.LISTENERS] == {} and app[appkeys.RUNNERS] == {} and tor.calls == calls
