@@ -15,7 +15,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,11 @@ UNREACHABLE = (aiohttp.ClientError, ProxyError, ProxyConnectionError, ProxyTimeo
 GET_DEADLINE = 120.0  # seconds one ``get`` may take, all attempts together
 GET_ATTEMPTS = 8
 RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # between attempts; the last one repeats
+MAX_BYTES = 64 * 1024 * 1024  # the largest response read by default (a big catalog is ~7 MB)
+
+
+class TooLarge(aiohttp.ClientError):
+    """A response over the caller's size limit (treated like an unreachable peer)."""
 
 
 def onion_of(url: str) -> str:
@@ -175,6 +181,8 @@ class TorHttp:
         allow_redirects: bool = False,
         before_retry: Callable[[], object] | None = None,
         pauses: Sequence[float] = RETRY_PAUSES,
+        headers: Mapping[str, str] | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> HttpReply:
         """GET ``url`` and read the whole response, retrying what tor makes transient.
 
@@ -186,13 +194,40 @@ class TorHttp:
         ``Unreachable``, caused by the last failure. Any HTTP status is a
         reply, not a failure.
         """
+        request = _Request("GET", url, None, dict(headers or {}), allow_redirects, max_bytes)
+        return await self._send(request, deadline, attempts, before_retry, pauses)
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        deadline: float = GET_DEADLINE,
+        attempts: int = GET_ATTEMPTS,
+        content_type: str = "application/json",
+        max_bytes: int = MAX_BYTES,
+        pauses: Sequence[float] = RETRY_PAUSES,
+    ) -> HttpReply:
+        """POST ``body``, retried like ``get`` (so only for messages that are safe to receive twice)."""
+        request = _Request("POST", url, body, {"Content-Type": content_type}, False, max_bytes)
+        return await self._send(request, deadline, attempts, None, pauses)
+
+    async def _send(
+        self,
+        request: _Request,
+        deadline: float,
+        attempts: int,
+        before_retry: Callable[[], object] | None,
+        pauses: Sequence[float],
+    ) -> HttpReply:
+        url = request.url
         began = time.monotonic()
         give_up, failures = began + deadline, []
         for attempt in range(max(1, attempts)):
             started = time.monotonic()
             try:
                 async with asyncio.timeout_at(_loop_time(give_up)):
-                    return await self._get_once(url, allow_redirects)
+                    return await self._once(request)
             except UNREACHABLE as exc:
                 failures.append(f"{exc!r} after {time.monotonic() - started:.1f}s")
                 last = exc
@@ -207,14 +242,44 @@ class TorHttp:
         elapsed = time.monotonic() - began
         raise Unreachable(f"{url} did not answer ({len(failures)} attempts in {elapsed:.0f}s): {failures}") from last
 
-    async def _get_once(self, url: str, allow_redirects: bool) -> HttpReply:
-        async with self.session(url).get(url, allow_redirects=allow_redirects) as resp:
-            return HttpReply(status=resp.status, body=await resp.read(), headers=dict(resp.headers))
+    async def _once(self, request: _Request) -> HttpReply:
+        async with self.session(request.url).request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            allow_redirects=request.allow_redirects,
+        ) as resp:
+            body = await read_capped(resp, request.max_bytes)
+            return HttpReply(status=resp.status, body=body, headers=dict(resp.headers))
 
     async def close(self) -> None:
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), *self._closing)
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: str
+    body: bytes | None
+    headers: dict[str, str]
+    allow_redirects: bool
+    max_bytes: int
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or ``TooLarge`` as soon as it passes ``limit`` bytes (never read further)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise TooLarge(f"the response is {resp.content_length} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the response is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _loop_time(monotonic: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
@@ -20,10 +20,12 @@ from .. import operations as ops
 from ..adapters.datadir import read_lock_info
 from ..adapters.store import Storage
 from ..app import port_probe, read_token, url_for_host
+from ..app.discovery import open_parts
 from ..core import errors
 from ..core.config import Config
 from ..core.errors import NodeBusy, PasarError, StorageError, ValidationError
 from ..core.models import Listing, PublishState, StoreRecord, StoreStatus, UploadedImage
+from ..discovery.service import Discovery
 from ..market.limits import Limits
 from ..market.market import Market
 
@@ -57,6 +59,13 @@ class LocalContext:
 
     def __init__(self, market: Market, config: Config) -> None:
         self._market, self._config = market, config
+        self.opened: Discovery | None = None
+
+    @property
+    def discovery(self) -> Discovery:
+        if self.opened is None:
+            raise RuntimeError("LocalBackend.run opens discovery before an operation that needs it")
+        return self.opened
 
     @property
     def market(self) -> Market:
@@ -74,13 +83,21 @@ class LocalContext:
         return {"mode": mode, "state": "stopped (the node is not running)"}
 
 
+# Operations that read gossip or the directory: the local backend opens their databases first.
+_DISCOVERY_OPS = {op.name for op in ops.discovery.OPERATIONS} | {ops.info.node_info.name}
+
+
 class LocalBackend(Backend):
     where = "data directory"
 
-    def __init__(self, market: Market, config: Config) -> None:
+    def __init__(self, market: Market, config: Config, stack: AsyncExitStack) -> None:
         self._context = LocalContext(market, config)
+        self._config, self._stack = config, stack
 
     async def run(self, op: ops.Operation[In, Out], inp: In) -> Out:
+        if op.name in _DISCOVERY_OPS and self._context.opened is None:
+            self._context.opened = await open_parts(self._config, self._stack, None)
+            self._context.opened.gossip_on = self._config.gossip
         return await op.call(self._context, inp)
 
 
@@ -121,8 +138,10 @@ def _request(op: ops.Operation[Any, Any], inp: object) -> tuple[str, dict[str, A
             kw["json"] = value
         elif name == "data":
             kw["data"] = value
-        else:
+        elif name in op.path_params:
             parts[name] = quote(value, safe="")
+        elif value != "":
+            kw.setdefault("params", {})[name] = value
     return op.path.format(**parts), kw
 
 
@@ -163,9 +182,9 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
             node_running = True
         else:
             node_running = False
-            yield LocalBackend(
-                Market(storage, Limits.from_config(config), port_free=port_probe(config.store_host)), config
-            )
+            async with AsyncExitStack() as stack:
+                market = Market(storage, Limits.from_config(config), port_free=port_probe(config.store_host))
+                yield LocalBackend(market, config, stack)
     finally:
         await storage.close()
     if not node_running:

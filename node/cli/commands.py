@@ -233,10 +233,20 @@ async def cmd_node(args: argparse.Namespace, config: cfg.Config) -> int:
     stores, listings = info["stores"], info["listings"]
     out(f"pasar {info['version']}: {stores} store{'s' * (stores != 1)}, {listings} listing{'s' * (listings != 1)}")
     out(f"tor: {info['tor']['mode']}, {info['tor']['state']}")
+    if info["onion"]:
+        gossip = "on" if info["gossip"] else "off (gossip = false)"
+        out(f"node onion: {info['onion']}.onion ({info['node_status']}); gossip {gossip}")
+    peers, known = info["peers"], info["announcements"]
+    out(f"{peers} peer{'s' * (peers != 1)}, {known} store announcement{'s' * (known != 1)}")
+    out(f"directory: {info['directory_stores']} stores, {info['listings_indexed']} listings indexed")
+    if info["directory_onion"]:
+        out(f"public directory: {info['directory_onion']}.onion")
     return 0
 
 
 def add_node_command(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("node", parents=[common], help="show this node: version, stores, listings, tor")
+    p = sub.add_parser(
+        "node", parents=[common], help="show this node: version, stores, listings, tor, node onion, peers, directory"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_node)

@@ -20,6 +20,7 @@ from ..adapters.fsutil import atomic_write, make_private_dir
 from ..core import config as cfg
 from ..core.errors import ConfigError, PasarError, ValidationError
 from .commands import add_listing_commands, add_node_command, add_store_commands
+from .discovery import add_discovery_commands
 from .output import out, problem_lines
 from .testnet import add_testnet_commands
 
@@ -104,6 +105,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def _metavar(setting: cfg.Setting) -> str:
+    return "LIST" if setting.type is tuple else setting.type.__name__.upper()
+
+
 def _common() -> _Parser:
     """Options every command takes: --data-dir and one flag per setting.
 
@@ -118,7 +123,7 @@ def _common() -> _Parser:
     for setting in cfg.SETTINGS:
         flag = "--" + setting.name.replace("_", "-")
         group.add_argument(
-            flag, dest=setting.name, default=argparse.SUPPRESS, metavar=setting.type.__name__.upper(), help=setting.help
+            flag, dest=setting.name, default=argparse.SUPPRESS, metavar=_metavar(setting), help=setting.help
         )
     return common
 
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_commands(sub, common)
     add_listing_commands(sub, common)
     add_node_command(sub, common)
+    add_discovery_commands(sub, common)
     return parser
 
 

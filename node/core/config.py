@@ -59,6 +59,11 @@ def _ttl(value: int) -> str | None:
     return None if value >= 3600 else "must be at least 3600 (catalogs are re-signed at half their lifetime)"
 
 
+def _announce_ttl(value: int) -> str | None:
+    """Peers refuse an announcement that lives longer than 30 days (docs/protocol.md)."""
+    return _ttl(value) or (None if value <= 30 * 86400 else "must be at most 2592000 (30 days: peers refuse longer)")
+
+
 def host_port(value: str) -> tuple[str, int] | None:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
@@ -93,6 +98,21 @@ def _tor_socks(value: str) -> str | None:
     if value == "" or (parsed and _ipv4_loopback(parsed[0])):
         return None
     return "must be empty (ask tor) or a loopback HOST:PORT such as 127.0.0.1:9050"
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}"
+
+    return check
+
+
+def _onions(value: tuple[str, ...]) -> str | None:
+    """Node onion addresses (56 characters, ``.onion`` optional), checksum included."""
+    from .addresses import is_address, normalize
+
+    bad = [v for v in value if not is_address(normalize(v))]
+    return f"must list v3 onion addresses; not one: {', '.join(map(repr, bad))}" if bad else None
 
 
 def _log_level(value: str) -> str | None:
@@ -135,6 +155,34 @@ class Config:
         "", "a torrc fragment the embedded tor includes (bridges, or a private test network)"
     )
 
+    # -- discovery (docs/design.md "Discovery") --
+    gossip: bool = setting(
+        True, "take part in gossip: announce this node's stores and learn other stores (false: none of it)"
+    )
+    seed_peers: tuple[str, ...] = setting(
+        (), "other nodes' onion addresses to gossip with first (comma-separated; add more with `pasar peers add`)",
+        _onions,
+    )  # fmt: skip
+    gossip_interval: int = setting(300, "seconds between gossip rounds (>= 5)", _at_least(5))
+    crawl_interval: int = setting(900, "seconds between crawls of announced stores' catalogs (>= 5)", _at_least(5))
+    announce_ttl: int = setting(
+        7 * 86400, "seconds a store announcement stays valid (3600 to 2592000, 30 days)", _announce_ttl
+    )
+    max_peers: int = setting(256, "gossip peers kept (the least reachable are dropped)", _positive)
+    max_announcements: int = setting(20000, "store announcements kept (those expiring soonest are dropped)", _positive)
+    unreachable_drop_after: int = setting(
+        14 * 86400, "seconds a store may stay unreachable before the directory drops it", _at_least(60)
+    )
+    mirror_total_bytes: int = setting(
+        256 * 1024 * 1024, "bytes of other stores' signed catalogs kept to serve as mirrors", _positive
+    )
+    directory_public: bool = setting(False, "serve this node's directory (search pages) on a public onion of its own")
+    blocklist_subscriptions: tuple[str, ...] = setting(
+        (), "directory onions whose signed blocklists this node applies (comma-separated)", _onions
+    )
+    node_port: int = setting(0, "loopback port of the node onion's listener (0 = any free port)", _port)
+    directory_port: int = setting(0, "loopback port of the public directory's listener (0 = any free port)", _port)
+
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin.token"
@@ -143,10 +191,16 @@ class Config:
 def _table() -> tuple[Setting, ...]:
     hints = get_type_hints(Config)
     return tuple(
-        Setting(f.name, hints[f.name], f.default, f.metadata["help"], f.metadata["check"])
+        Setting(f.name, _plain(hints[f.name]), f.default, f.metadata["help"], f.metadata["check"])
         for f in fields(Config)
         if f.name != "data_dir"
     )
+
+
+def _plain(hint: Any) -> type:
+    """``tuple[str, ...]`` (a list setting) is ``tuple``; the others are plain types."""
+    plain: type = tuple if getattr(hint, "__origin__", None) is tuple else hint
+    return plain
 
 
 SETTINGS: tuple[Setting, ...] = _table()
@@ -156,8 +210,19 @@ SECRET_SETTINGS = frozenset(f.name for f in fields(Config) if f.metadata.get("se
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def _words(value: Any, where: str) -> tuple[str, ...]:
+    """A list setting: a TOML array of strings, or text separated by commas or spaces."""
+    if isinstance(value, str):
+        return tuple(w for w in value.replace(",", " ").split() if w)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+
+
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
     where = f"{source}: setting {setting.name!r}"
+    if setting.type is tuple:
+        value = _words(value, where)
     if isinstance(value, str) and setting.type is not str:
         text = value.strip()
         try:

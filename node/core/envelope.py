@@ -111,25 +111,30 @@ def loads(data: bytes | str) -> Any:
         raise ValidationError({"envelope": "not valid JSON"}) from None
 
 
-def open_(env: Any, *, now: int, expected_type: str | None = None) -> Envelope:
-    """Verify an envelope and return it; raises ValidationError/SignatureError."""
-    _check_shape(env)
-    if expected_type is not None and env["type"] != expected_type:
-        raise ValidationError({"type": f"expected {expected_type!r}, got {env['type']!r}"})
-    unsigned = {k: v for k, v in env.items() if k != "sig"}
+def check_signed(env: Mapping[str, Any], unsigned: bytes, *, now: int, what: str = "envelope") -> None:
+    """Signature (over ``unsigned``, the canonical bytes without ``sig``), then freshness; SignatureError."""
     try:
         sig = crypto.b64url_decode(env["sig"])
     except ValueError:
         raise SignatureError("signature is not canonical unpadded base64url") from None
     if len(sig) != 64:
         raise SignatureError("an ed25519 signature is 64 bytes")
-    crypto.verify(env["store"], crypto.canonical_json(unsigned), sig)
+    crypto.verify(env["store"], unsigned, sig)
     if env["issued_at"] > now + MAX_SKEW:
-        raise SignatureError("envelope is issued in the future (check the clock)")
+        raise SignatureError(f"{what} is issued in the future (check the clock)")
     if env["expires_at"] <= now:
-        raise SignatureError("envelope has expired")
+        raise SignatureError(f"{what} has expired")
     if env["expires_at"] <= env["issued_at"]:
-        raise SignatureError("envelope expires before it is issued")
+        raise SignatureError(f"{what} expires before it is issued")
+
+
+def open_(env: Any, *, now: int, expected_type: str | None = None) -> Envelope:
+    """Verify an envelope and return it; raises ValidationError/SignatureError."""
+    _check_shape(env)
+    if expected_type is not None and env["type"] != expected_type:
+        raise ValidationError({"type": f"expected {expected_type!r}, got {env['type']!r}"})
+    unsigned = {k: v for k, v in env.items() if k != "sig"}
+    check_signed(env, crypto.canonical_json(unsigned), now=now)
     return Envelope(
         type=env["type"],
         v=env["v"],

@@ -115,3 +115,10 @@ class UnsupportedMediaType(PasarError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+class Unavailable(PasarError):
+    """What was asked needs a part of the node that is not running (tor, the node itself)."""
+
+    status = 503
+    code = "unavailable"

@@ -67,6 +67,7 @@ class OnionOptions(TypedDict):
     max_streams: int  # per rendezvous circuit; 0 = unlimited
     pow: bool
     clients: list[Client]
+    announce: bool  # gossip a signed announcement of the store (never while invite-only)
 
 
 class StoreRecord(TypedDict):
@@ -142,6 +143,7 @@ class PublicOnionOptions(TypedDict):
     max_streams: int
     pow: bool
     clients: list[PublicClient]
+    announce: bool
 
 
 class ImageRef(TypedDict):

@@ -106,8 +106,25 @@ class Http(Protocol):
         attempts: int = ...,
         allow_redirects: bool = ...,
         before_retry: Callable[[], object] | None = ...,
+        headers: Mapping[str, str] | None = ...,
+        max_bytes: int = ...,
     ) -> HttpReply:
-        """The whole response; ``Unreachable`` (a ``PasarError``) after ``attempts`` or ``deadline`` seconds."""
+        """The whole response; ``Unreachable`` (a ``PasarError``) after ``attempts`` or ``deadline`` seconds.
+
+        A body longer than ``max_bytes`` is ``Unreachable`` too (it is not read past the limit).
+        """
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        deadline: float = ...,
+        attempts: int = ...,
+        content_type: str = ...,
+        max_bytes: int = ...,
+    ) -> HttpReply:
+        """POST ``body`` (idempotent messages only: it may be sent again after a transient failure)."""
 
     async def close(self) -> None: ...
 
@@ -156,3 +173,41 @@ class Database(Protocol):
         """``fn`` on a read-only connection; all its statements see one snapshot."""
 
     async def execute(self, sql: str, params: SqlParams = ...) -> Sequence[SqlRow]: ...
+
+
+# -- full-text index of one catalog snapshot (node/adapters/textindex.py) -------
+@dataclass(frozen=True)
+class TextDoc:
+    """One listing as the index sees it: its searchable text and its category (exact name, "" for none)."""
+
+    text: str
+    category: str
+
+
+@dataclass(frozen=True)
+class TextHits:
+    """One page of matches: positions in the indexed order (0 = first document), and how many match in all."""
+
+    positions: list[int]
+    total: int
+
+
+class TextIndex(Protocol):
+    """A read-only full-text index of one snapshot's listings, built once, then queried.
+
+    ``words`` are the user's words, casefolded, as they came: any text (quotes,
+    ``*``, ``NEAR(``, ``-``, ``AND``) is a word to look for, never query
+    syntax, and never raises. Every word must match; ``category`` (an exact
+    name) narrows the matches; they come in document order (the snapshot's
+    newest-first order), ``limit`` of them from ``offset``, with the total.
+    """
+
+    def search(self, words: Sequence[str], *, category: str | None, offset: int, limit: int) -> TextHits:
+        """Blocks: for threads and tests. Safe to call from several threads at once."""
+
+    async def find(self, words: Sequence[str], *, category: str | None, offset: int, limit: int) -> TextHits:
+        """``search`` run off the event loop (what the storefront awaits)."""
+
+
+TextIndexFactory = Callable[[Sequence[TextDoc]], TextIndex]
+"""Builds the index of ``docs`` (document ``i`` at position ``i``); called once per snapshot, off the loop."""

@@ -18,7 +18,7 @@ MAX_STREAMS = 1000
 
 
 def defaults() -> OnionOptions:
-    return OnionOptions(invite_only=False, max_streams=0, pow=False, clients=[])
+    return OnionOptions(invite_only=False, max_streams=0, pow=False, clients=[], announce=True)
 
 
 def of_store(record: StoreRecord) -> OnionOptions:
@@ -28,7 +28,7 @@ def of_store(record: StoreRecord) -> OnionOptions:
 
 
 def validate_options(data: object, current: OnionOptions) -> OnionOptions:
-    """Merge a partial update of ``invite_only`` / ``max_streams`` / ``pow`` into ``current``."""
+    """Merge a partial update of ``invite_only`` / ``max_streams`` / ``pow`` / ``announce`` into ``current``."""
     if not isinstance(data, dict):
         raise ValidationError({"onion_service": "must be a JSON object"})
     merged = {**current, **data}
@@ -38,8 +38,9 @@ def validate_options(data: object, current: OnionOptions) -> OnionOptions:
         max_streams=f.integer(merged, "max_streams", errors, maximum=MAX_STREAMS, default=0),
         pow=f.boolean(merged, "pow", errors, default=False),
         clients=current.get("clients", []),
+        announce=f.boolean(merged, "announce", errors, default=True),
     )
-    unknown = set(data) - {"invite_only", "max_streams", "pow"}
+    unknown = set(data) - {"invite_only", "max_streams", "pow", "announce"}
     if unknown:
         errors.add(sorted(unknown)[0], "unknown field")
     if errors:

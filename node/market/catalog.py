@@ -14,7 +14,9 @@ from typing import TypeVar
 from ..core import envelope, fields
 from ..core.crypto import StoreKey, canonical_json
 from ..core.models import CatalogBody, Listing, Profile, PublicListing
+from ..core.ports import TextIndex, TextIndexFactory
 from . import listings as L
+from . import textsearch
 
 CATALOG_TYPE = "pasar.catalog"
 AnyListing = TypeVar("AnyListing", Listing, PublicListing)
@@ -38,18 +40,14 @@ class Snapshot:
     envelope_bytes: bytes
     etag: str
     refresh_at: int
-    search_text: dict[str, str] = field(repr=False, default_factory=dict)
     image_ids: frozenset[str] = frozenset()
+    # Full-text index of ``listings`` (position n = listings[n]), built with the snapshot.
+    index: TextIndex = field(repr=False, default_factory=lambda: textsearch.ScanIndex(()))
 
 
 def newest_first(items: list[AnyListing]) -> list[AnyListing]:
     """Newest first; within one second (a batch), the later-stored one first."""
     return sorted(reversed(items), key=lambda x: -int(x["created_at"]))
-
-
-def _search_text(view: PublicListing) -> str:
-    parts = [view["title"], view["category"], " ".join(view["tags"]), view["description"]]
-    return " ".join(parts).casefold()
 
 
 def _categories(views: list[PublicListing]) -> list[Category]:
@@ -77,7 +75,9 @@ def build(
     seq: int,
     now: int,
     ttl: int,
+    text_index: TextIndexFactory = textsearch.scan_index,
 ) -> Snapshot:
+    """Seal the catalog and build what the storefront serves from (``text_index`` builds the search index)."""
     active = newest_first([x for x in all_listings if L.is_active(x, now)])
     views = [L.public_view(x) for x in active]
     body = CatalogBody(profile=profile, listings=views)
@@ -95,8 +95,8 @@ def build(
         envelope_bytes=data,
         etag='"' + hashlib.sha256(data).hexdigest()[:32] + '"',
         refresh_at=refresh_at,
-        search_text={v["id"]: _search_text(v) for v in views},
         image_ids=frozenset(i["id"] for v in views for i in v["images"]),
+        index=text_index([textsearch.doc(v) for v in views]),
     )
 
 
@@ -110,18 +110,55 @@ class Page:
     category: Category | None
 
 
+def _category(snap: Snapshot, slug: str) -> tuple[Category | None, bool]:
+    """The category a slug names, and whether the filter can match anything at all."""
+    if not slug:
+        return None, True
+    cat = next((c for c in snap.categories if c.slug == slug), None)
+    return cat, cat is not None
+
+
+def _paged(items: list[PublicListing], total: int, number: int, size: int, query: str, cat: Category | None) -> Page:
+    return Page(items, total, number, max(1, math.ceil(total / size)), query, cat)
+
+
+def _number(page: int, total: int, size: int) -> int:
+    """The page to show: ``page`` clamped to the pages there are."""
+    return min(max(1, page), max(1, math.ceil(total / size)))
+
+
 def browse(snap: Snapshot, *, query: str = "", category: str = "", page: int = 1, size: int = 24) -> Page:
-    """Filter by category slug and search words (all must match), then page."""
-    cat = next((c for c in snap.categories if c.slug == category), None) if category else None
-    items = snap.listings
+    """Filter by category slug and search words (all must match), then page.
+
+    With search words this queries the index on the calling thread: the
+    storefront uses :func:`search`, which does it off the event loop.
+    """
+    cat, possible = _category(snap, category)
+    words = textsearch.words(query)
+    if words and possible:
+        name = cat.name if cat is not None else None
+        hits = snap.index.search(words, category=name, offset=(max(1, page) - 1) * size, limit=size)
+        number = _number(page, hits.total, size)
+        if number != max(1, page):  # past the last page: show the last one
+            hits = snap.index.search(words, category=name, offset=(number - 1) * size, limit=size)
+        return _paged([snap.listings[n] for n in hits.positions], hits.total, number, size, query, cat)
+    items = snap.listings if possible else []
     if cat is not None:
         items = [v for v in items if v["category"] == cat.name]
-    elif category:
-        items = []
-    words = query.casefold().split()[:10]
-    if words:
-        items = [v for v in items if all(w in snap.search_text[v["id"]] for w in words)]
-    pages = max(1, math.ceil(len(items) / size))
-    number = min(max(1, page), pages)
+    number = _number(page, len(items), size)
     start = (number - 1) * size
-    return Page(items[start : start + size], len(items), number, pages, query, cat)
+    return _paged(items[start : start + size], len(items), number, size, query, cat)
+
+
+async def search(snap: Snapshot, *, query: str, category: str = "", page: int = 1, size: int = 24) -> Page:
+    """:func:`browse` for the storefront: the index is queried off the event loop."""
+    words = textsearch.words(query)
+    cat, possible = _category(snap, category)
+    if not words or not possible:
+        return browse(snap, query=query, category=category, page=page, size=size)
+    name = cat.name if cat is not None else None
+    hits = await snap.index.find(words, category=name, offset=(max(1, page) - 1) * size, limit=size)
+    number = _number(page, hits.total, size)
+    if number != max(1, page):  # past the last page: show the last one
+        hits = await snap.index.find(words, category=name, offset=(number - 1) * size, limit=size)
+    return _paged([snap.listings[n] for n in hits.positions], hits.total, number, size, query, cat)

@@ -22,9 +22,9 @@ from ..core.crypto import StoreKey
 from ..core.errors import Conflict, NotFound, StorageError, ValidationError
 from ..core.events import StoreChange, StoreChanged, StoreObserver
 from ..core.models import Client, Listing, ListingFields, OnionOptions, Profile, StoreRecord, UploadedImage
-from ..core.ports import Storage
+from ..core.ports import Storage, TextIndexFactory
 from ..hosting import client_auth
-from . import catalog, images
+from . import catalog, images, textsearch
 from . import listings as L
 from . import profile as P
 from . import stores as S
@@ -45,13 +45,18 @@ class Market:
         clock: Callable[[], float] = time.time,
         port_free: Callable[[int], Awaitable[bool]] | None = None,
         observer: StoreObserver = events.ignore,
+        text_index: TextIndexFactory = textsearch.scan_index,
     ) -> None:
-        """``port_free(port)`` tells whether a store could listen on ``port`` (passed in by the app)."""
+        """``port_free(port)`` tells whether a store could listen on ``port`` (passed in by the app).
+
+        ``text_index`` builds each snapshot's search index (the app passes SQLite FTS5's).
+        """
         self._storage = storage
         self.limits = limits
         self._clock = clock
         self._port_free = port_free
         self._observer = observer
+        self._text_index = text_index
         self._keys: dict[str, StoreKey] = {}
         self._snapshots = Snapshots(self.now)
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -362,6 +367,8 @@ class Market:
             key = await self.key(onion)
             record, items = await self._storage.seal_data(onion, self._next_seq)
             profile, seq, ttl = record["profile"], record["seq"], self.limits.catalog_ttl
-            return await asyncio.to_thread(catalog.build, key, profile, items, seq=seq, now=self.now(), ttl=ttl)
+            return await asyncio.to_thread(
+                catalog.build, key, profile, items, seq=seq, now=self.now(), ttl=ttl, text_index=self._text_index
+            )
 
         return await self._snapshots.get(onion, build)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from ..core.models import StoreRecord, StoreStatus
+from ..discovery.service import Discovery
 from ..market.market import Market
 
 PREFIX = "/api/v1"
@@ -29,6 +31,11 @@ class Context(Protocol):
         ...
 
     def tor(self) -> TorView: ...
+
+    @property
+    def discovery(self) -> Discovery:
+        """Gossip, the directory and the crawler (``crawler`` is None where nothing can be fetched)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -52,5 +59,14 @@ class Operation(Generic[In, Out]):
 
     @property
     def params(self) -> list[str]:
-        """The input's fields: path parameters, then ``body`` (JSON) or ``data`` (raw bytes)."""
+        """The input's fields: path parameters, ``body`` (JSON) or ``data`` (raw bytes), else query parameters."""
         return list(inspect.signature(self.input).parameters)
+
+    @property
+    def path_params(self) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(self.path) if name}
+
+    @property
+    def query_params(self) -> list[str]:
+        """Fields read from the query string (a GET's filters): neither in the path nor the body."""
+        return [p for p in self.params if p not in self.path_params and p not in ("body", "data")]

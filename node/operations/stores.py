@@ -22,6 +22,7 @@ class StoreSummary(TypedDict):
     status: str
     state: str
     invite_only: bool
+    announce: bool  # gossiped to other nodes (never while invite-only)
     port: int | None  # saved; None = a free port at each start
 
 
@@ -74,6 +75,7 @@ def summary(ctx: Context, record: StoreRecord) -> StoreSummary:
         "status": str(status),  # the state, and for an error its reason: "error: ..."
         "state": status.state.value,  # local | starting | published | stopped | error
         "invite_only": Market.access_options(record)["invite_only"],
+        "announce": Market.access_options(record)["announce"],
         "port": record["port"],
     }
 
@@ -104,9 +106,18 @@ async def _get_store(ctx: Context, inp: StoreRef) -> StoreDetail:
 
 
 async def _update_store(ctx: Context, inp: StoreBody) -> StoreDetail:
-    """Profile fields and/or ``"port"`` (a number or ``"auto"``; a running listener moves at once)."""
-    market = ctx.market
-    return detail(ctx, await market.update_store(await market.resolve(inp.store), inp.body))
+    """Profile fields, ``"port"`` (a number or ``"auto"``; a running listener moves at once), ``"announce"``."""
+    market, body = ctx.market, inp.body
+    onion = await market.resolve(inp.store)
+    if not (isinstance(body, dict) and "announce" in body):
+        return detail(ctx, await market.update_store(onion, body))
+    announce = {"announce": body["announce"]}
+    client_auth.validate_options(announce, client_auth.defaults())  # checked before anything is written
+    rest = {k: v for k, v in body.items() if k != "announce"}
+    if rest:
+        await market.update_store(onion, rest)
+    await market.set_access(onion, announce)
+    return detail(ctx, await market.store(onion))
 
 
 async def _delete_store(ctx: Context, inp: StoreBody) -> Deleted:

@@ -14,6 +14,7 @@ from aiohttp import web
 from .. import operations as ops
 from ..core.errors import BadRequest
 from ..core.models import PublishState, StoreRecord, StoreStatus
+from ..discovery.service import Discovery
 from ..market.market import Market
 from . import appkeys
 from .bodies import read_form, read_json
@@ -44,6 +45,10 @@ class WebContext:
             return {"mode": "off", "state": "stores are served on loopback only (pasar run --no-tor)"}
         return publisher.state.as_json()
 
+    @property
+    def discovery(self) -> Discovery:
+        return self._app[appkeys.DISCOVERY]
+
 
 async def _upload(request: web.Request) -> bytes:
     """Raw image bytes as the body, or multipart with an ``image`` file field."""
@@ -59,14 +64,16 @@ async def _input(op: ops.Operation[Any, Any], request: web.Request) -> Any:
     """The operation's input from the path and the body; the store is found before the body is read."""
     args: dict[str, object] = {}
     for name in op.params:
-        if name == "store":  # 404 for an unknown store before any complaint about the body
+        if name == "store" and name in op.path_params:  # 404 for an unknown store before the body is read
             args[name] = await request.app[appkeys.MARKET].resolve(request.match_info[name])
         elif name == "body":
             args[name] = await read_json(request) if request.body_exists or not op.optional_body else {}
         elif name == "data":
             args[name] = await _upload(request)
-        else:
+        elif name in op.path_params:
             args[name] = request.match_info[name]
+        else:  # a filter from the query string
+            args[name] = request.query.get(name, "")
     return op.input(**args)
 
 

@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from ..core.config import Config
     from ..core.models import StoreStatus
     from ..core.ports import Http, Tor
+    from ..discovery.crawler import Crawler
+    from ..discovery.directory import Directory
+    from ..discovery.gossip import Gossip
+    from ..discovery.service import Announcer, BlocklistPublisher, Discovery
     from ..hosting.publisher import Publisher
     from ..market.market import Market
     from .auth import AdminAuth
@@ -43,3 +47,15 @@ TOR: web.AppKey[Tor | None] = web.AppKey("tor")
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 # Outbound HTTP to other nodes' onions; present only when the node runs with tor (or a test gives one).
 HTTP: web.AppKey[Http] = web.AppKey("http")
+# Discovery (present once its context started): gossip of announcements, the directory index, the crawler.
+GOSSIP: web.AppKey[Gossip] = web.AppKey("gossip")
+DIRECTORY: web.AppKey[Directory] = web.AppKey("directory")
+CRAWLER: web.AppKey[Crawler] = web.AppKey("crawler")
+DISCOVERY: web.AppKey[Discovery] = web.AppKey("discovery")
+ANNOUNCER: web.AppKey[Announcer] = web.AppKey("announcer")
+# The directory's signed blocklist (``await app[BLOCKLIST].current()`` -> the envelope's bytes).
+BLOCKLIST: web.AppKey[BlocklistPublisher] = web.AppKey("blocklist")
+# The node onion's and the public directory onion's listeners: name -> runner ("node", "directory").
+DISCOVERY_RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("discovery_runners")
+# name -> the loopback URL of that listener ("node", "directory").
+DISCOVERY_URLS: web.AppKey[dict[str, str]] = web.AppKey("discovery_urls")

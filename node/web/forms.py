@@ -161,4 +161,5 @@ def access_input(form: Mapping[str, Any]) -> dict[str, Any]:
         "invite_only": "invite_only" in form,
         "max_streams": _str(form, "max_streams") or 0,
         "pow": "pow" in form,
+        "announce": "announce" in form,
     }

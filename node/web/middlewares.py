@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..core.errors import PasarError, ValidationError
+from ..core.errors import PasarError, Unavailable, ValidationError
 from . import appkeys
 from .render import page
 
@@ -73,7 +73,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PasarError as exc:
-        if exc.status >= 500 and not isinstance(exc, ValidationError):
+        if isinstance(exc, Unavailable):  # a part that is off, by the operator's choice: nothing went wrong
+            log.info("%s %s: %s", request.method, request.path, exc.message)
+        elif exc.status >= 500 and not isinstance(exc, ValidationError):
             # The reply is one line; the log keeps the traceback and its causes (``raise ... from exc``).
             log.error("%s %s: %s", request.method, request.path, exc.message, exc_info=exc)
         return _render(request, exc.status, exc.code, exc.message, exc.to_json())

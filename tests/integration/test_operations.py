@@ -84,6 +84,32 @@ async def _every_operation(b: Backend, onion: str, name: str) -> dict[str, objec
     r["set_inventory"] = await b.run(ops.listings.set_inventory, ops.listings.ListingBody(other, item.id, {"": 3}))
     r["delete_listing"] = await b.run(ops.listings.delete_listing, item)
     r["delete_store"] = await b.run(ops.stores.delete_store, ops.stores.StoreBody(other, {"confirm": other}))
+    r.update(await _discovery_operations(b))
+    return r
+
+
+PEER = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid"
+
+
+async def _discovery_operations(b: Backend) -> dict[str, object]:
+    """Peers, blocks, search and reports answer alike; crawling needs the running node's tor (both refuse)."""
+    d = ops.discovery
+    r: dict[str, object] = {"add_peer": await b.run(d.add_peer, d.Body({"onion": f"{PEER}.onion"}))}
+    r["list_peers"] = await b.run(d.list_peers, ops.NoInput())
+    r["remove_peer"] = await b.run(d.remove_peer, d.PeerRef(PEER))
+    r["add_block"] = await b.run(d.add_block, d.Body({"kind": "tag", "value": "spam", "reason": "junk"}))
+    r["list_blocks"] = await b.run(d.list_blocks, ops.NoInput())
+    r["remove_block"] = await b.run(d.remove_block, d.BlockRef("tag", "spam"))
+    r["search"] = await b.run(d.search, d.SearchParams(q='tea "NEAR( -x*', limit="5"))
+    r["list_reports"] = await b.run(d.list_reports, ops.NoInput())
+    for op, inp in (
+        (d.directory_store, d.StoreAddress(PEER)),
+        (d.crawl, ops.NoInput()),
+        (d.crawl_status, ops.NoInput()),
+    ):
+        with pytest.raises(errors.PasarError) as exc:
+            await b.run(op, inp)
+        r[op.name] = {"error": type(exc.value).__name__, "code": exc.value.code}
     return r
 
 
@@ -161,17 +187,25 @@ def test_the_cli_prints_the_same_error_through_the_node(shop):
 
 
 def test_node_answers_with_and_without_a_running_node(shop):
-    node, _onion, _config = shop
+    node, _onion, _config = shop  # the node onion stays the same across runs (node.key)
     offline = json.loads(node.cli("node", "--json").stdout)
     stopped = {"mode": "embedded", "state": "stopped (the node is not running)"}
-    assert offline == {"version": __version__, "stores": 1, "listings": 1, "tor": stopped}
+    onion = offline["onion"]
+    assert len(onion) == 56 and onion != _onion  # the node onion has its own key, never a store's
+    assert offline == {
+        "version": __version__, "stores": 1, "listings": 1, "tor": stopped, "onion": onion, "node_status": "stopped",
+        "gossip": True, "peers": 0, "announcements": 0, "directory_stores": 0, "listings_indexed": 0,
+        "directory_onion": None,
+    }  # fmt: skip
     assert node.cli("node").stdout == (
         f"pasar {__version__}: 1 store, 1 listing\ntor: embedded, stopped (the node is not running)\n"
+        f"node onion: {onion}.onion (stopped); gossip on\n0 peers, 0 store announcements\n"
+        "directory: 0 stores, 0 listings indexed\n"
     )
     node.start()
     online = json.loads(node.cli("node", "--json").stdout)
     no_tor = {"mode": "off", "state": "stores are served on loopback only (pasar run --no-tor)"}
-    assert online == {**offline, "tor": no_tor}
+    assert online == {**offline, "tor": no_tor, "node_status": "local"}  # served on loopback, not published
     request = urllib.request.Request(f"{node.admin_url}/api/v1/node", headers=node.auth)
     with urllib.request.urlopen(request, timeout=10) as resp:  # the API itself
         assert resp.status == 200 and json.loads(resp.read()) == online

@@ -98,3 +98,31 @@ def test_the_settings_table_is_the_config_class(tmp_path):
     assert config.SECRET_SETTINGS == {"tor_password"}
     with pytest.raises(ConfigError, match="admin_port"):
         config.load(tmp_path, env={}, flags={"admin_port": 70000})
+
+
+ONION = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid"
+
+
+def test_list_settings_from_a_toml_array_the_environment_and_a_flag(tmp_path):
+    (tmp_path / "pasar.toml").write_text(f'seed_peers = ["{ONION}.onion"]\n')
+    assert config.load(tmp_path, env={}).seed_peers == (f"{ONION}.onion",)
+    env = {"PASAR_SEED_PEERS": f"{ONION}, {ONION}.onion"}
+    assert config.load(tmp_path, env=env).seed_peers == (ONION, f"{ONION}.onion")
+    flags = {"blocklist_subscriptions": f"{ONION} "}
+    assert config.load(tmp_path, env={}, flags=flags).blocklist_subscriptions == (ONION,)
+    assert config.load(tmp_path, env={"PASAR_SEED_PEERS": ""}).seed_peers == ()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('seed_peers = ["not-an-onion"]', "must list v3 onion addresses; not one: 'not-an-onion'"),
+        ("seed_peers = [1, 2]", "must be a list of strings"),
+        ("gossip_interval = 4", "must be at least 5"),
+        ('gossip = "sometimes"', "must be bool"),
+    ],
+)
+def test_bad_discovery_settings_fail_with_one_line(tmp_path, toml, message):
+    (tmp_path / "pasar.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        config.load(tmp_path, env={})

@@ -31,14 +31,33 @@ def test_every_operation_has_exactly_its_route():
 @pytest.mark.parametrize("op", ops.TABLE, ids=lambda op: op.name)
 def test_path_parameters_are_the_inputs_fields(op):
     in_path = re.findall(r"{(\w+)}", op.path)
-    assert in_path == [p for p in op.params if p not in ("body", "data")]
+    assert in_path == [p for p in op.params if p not in ("body", "data", *op.query_params)]
     assert not {"body", "data"} <= set(op.params)
+    assert not op.query_params or op.method == "GET"  # only a GET takes its input from the query string
     assert (op.status == 204) == (op.call.__annotations__["return"] == "None")
 
 
 def test_names_are_unique_and_found_by_name():
     assert len(ops.BY_NAME) == len(ops.TABLE)
     assert ops.BY_NAME["list_listings"] is ops.listings.list_listings
+
+
+def test_query_parameters_go_to_the_query_string_and_come_back():
+    params = ops.discovery.SearchParams(q='tea "near(', limit="5")
+    path, kw = _request(ops.discovery.search, params)
+    assert path == "/search" and kw == {"params": {"q": 'tea "near(', "limit": "5"}}  # empty ones left out
+    assert ops.discovery.search.query_params[:2] == ["q", "limit"] and not ops.discovery.search.path_params
+
+
+def test_search_parameters_are_checked_all_at_once():
+    from node.core.errors import ValidationError
+
+    bad = ops.discovery.SearchParams(limit="0", offset="x", max_price_sat="-1", ships_to="Germany", store="nope")
+    with pytest.raises(ValidationError) as exc:
+        ops.discovery.search_query(bad)
+    assert set(exc.value.fields) == {"limit", "offset", "max_price_sat", "ships_to", "store"}
+    query = ops.discovery.search_query(ops.discovery.SearchParams(q="tea", ships_to="de", max_price_sat="900"))
+    assert (query.limit, query.offset, query.ships_to, query.max_price_sat) == (20, 0, "DE", 900)
 
 
 def test_remote_request_is_built_from_the_table():

@@ -47,7 +47,8 @@ class AppTor(FakeTor):
 async def node(tmp_path: Path) -> AsyncIterator[tuple[web.Application, AppTor]]:
     dbfiles.initialise(tmp_path)
     (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
-    config = cfg.load(tmp_path, flags={"store_port_base": "0"}, env={})
+    # gossip off: no node onion, so tor holds exactly the stores' onions (the node onion: test_discovery_app)
+    config = cfg.load(tmp_path, flags={"store_port_base": "0", "gossip": "false"}, env={})
     tor = AppTor()
     app = create_app(config, tor=tor)
     runner = web.AppRunner(app)
@@ -194,12 +195,12 @@ async def test_store_events_after_shutdown_began_start_and_publish_nothing(tmp_p
     dbfiles.initialise(tmp_path)
     (tmp_path / "admin.token").write_text(secrets.token_urlsafe(32))
     tor = AppTor()
-    app = create_app(cfg.load(tmp_path, flags={"store_port_base": "0"}, env={}), tor=tor)
+    app = create_app(cfg.load(tmp_path, flags={"store_port_base": "0", "gossip": "false"}, env={}), tor=tor)
     runner = web.AppRunner(app)
     await runner.setup()
     tor.market = app[appkeys.MARKET]
     record = await app[appkeys.MARKET].create_store({"name": "Late"})
-    assert app[appkeys.RUNNING] == {"listeners", "tor"}
+    assert app[appkeys.RUNNING] == {"listeners", "tor", "discovery"}
     await runner.cleanup()
     assert app[appkeys.RUNNING] == set() and app[appkeys.LISTENERS] == {}
     calls = list(tor.calls)

@@ -1,9 +1,10 @@
 """App factory: the admin application owns every resource as a cleanup context.
 
 ``create_app`` returns the admin app (loopback). Its cleanup contexts, module
-level functions below, open the storage, build the market, start one
-listener per store (each serving its own storefront app), keep the stores'
-onions published through tor, and hold the outbound HTTP client. Each reads
+level functions below (and ``discovery.py``), open the storage, build the
+market, start one listener per store (each serving its own storefront app),
+keep the stores' onions published through tor, hold the outbound HTTP
+client, and run discovery (node onion, gossip, crawler, directory). Each reads
 what it needs from typed AppKeys, sets up, yields, and tears down in reverse.
 The market tells the app about store changes through one observer
 (``StoreEvents``), which says in code in which order the node reacts.
@@ -23,23 +24,25 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .adapters.net import TorHttp
-from .adapters.store import Storage
-from .adapters.tor import Tor as StemTor
-from .adapters.tor import TorSettings
-from .core.config import Config
-from .core.errors import ConfigError
-from .core.events import StoreChange, StoreChanged
-from .core.models import OnionSpec, StoreRecord, StoreStatus
-from .core.ports import Http, Tor
-from .core.tasks import supervised
-from .hosting.publisher import Publisher
-from .hosting.spec import Unpublishable, onion_spec
-from .market.market import Limits, Market
-from .web import admin, api, appkeys, bodies, listeners, middlewares, render
-from .web.auth import AdminAuth, make_guard
-from .web.listeners import url_for_host
-from .web.pagecache import PageCache
+from ..adapters.net import TorHttp
+from ..adapters.store import Storage
+from ..adapters.textindex import fts5_index
+from ..adapters.tor import Tor as StemTor
+from ..adapters.tor import TorSettings
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.events import StoreChange, StoreChanged
+from ..core.models import OnionSpec, StoreRecord, StoreStatus
+from ..core.ports import Http, Tor
+from ..core.tasks import supervised
+from ..hosting.publisher import Publisher
+from ..hosting.spec import Unpublishable, onion_spec
+from ..market.market import Limits, Market
+from ..web import admin, api, appkeys, bodies, directory, listeners, middlewares, render
+from ..web.auth import AdminAuth, make_guard
+from ..web.listeners import url_for_host
+from ..web.pagecache import PageCache
+from .discovery import discovery_ctx
 
 __all__ = ["create_app", "port_probe", "read_token", "request_limit", "serve", "url_for_host"]
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 def templates_dir() -> Path:
     """``templates/`` beside the package (checkout), else the installed copy."""
     for candidate in (
-        Path(__file__).resolve().parent.parent / "templates",
+        Path(__file__).resolve().parents[2] / "templates",
         Path(sys.prefix) / "share" / "pasar" / "templates",
     ):
         if (candidate / "base.html").is_file():
@@ -113,7 +116,10 @@ class StoreEvents:
             await self._publish(record)  # the new target republishes
         elif event.change is StoreChange.ACCESS_CHANGED:
             await self._publish(record)
-        # PROFILE_CHANGED, CATALOG_CHANGED: nothing yet (gossip will announce them).
+        # Every change may change what the store's announcement says (or whether it has one).
+        announcer = self.app.get(appkeys.ANNOUNCER)
+        if announcer is not None and "discovery" in self.app[appkeys.RUNNING]:
+            announcer.wake()
 
     async def _start_listener(self, record: StoreRecord) -> None:
         if "listeners" in self.app[appkeys.RUNNING]:
@@ -169,7 +175,11 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def market_ctx(app: web.Application) -> AsyncIterator[None]:
     config, storage = app[appkeys.CONFIG], app[STORAGE]
     app[appkeys.MARKET] = Market(
-        storage, Limits.from_config(config), port_free=port_probe(config.store_host), observer=StoreEvents(app)
+        storage,
+        Limits.from_config(config),
+        port_free=port_probe(config.store_host),
+        observer=StoreEvents(app),
+        text_index=fts5_index,  # the storefront's search: FTS5 in memory, one index per catalog version
     )
     app[appkeys.AUTH].password_hash = await storage.admin_password_hash()
     yield
@@ -222,9 +232,10 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 # storage < market (reads it) < listeners (serve the market's stores) < tor (publishes the
-# listeners' targets) < http (through tor). Shutdown runs them backwards: onions are withdrawn
-# while their listeners still run, and the storage closes last.
-CONTEXTS = (storage_ctx, market_ctx, listeners_ctx, tor_ctx, http_ctx)
+# listeners' targets) < http (through tor) < discovery (gossips and crawls through http, publishes
+# its onions through tor). Shutdown runs them backwards: onions are withdrawn while their
+# listeners still run, and the storage closes last.
+CONTEXTS = (storage_ctx, market_ctx, listeners_ctx, tor_ctx, http_ctx, discovery_ctx)
 
 
 def create_app(
@@ -246,6 +257,7 @@ def create_app(
         app[appkeys.HTTP] = http
     app[appkeys.LISTENERS], app[appkeys.STATUS], app[appkeys.TARGETS] = {}, {}, {}
     app[appkeys.RUNNING] = set()
+    app[appkeys.DISCOVERY_RUNNERS], app[appkeys.DISCOVERY_URLS] = {}, {}
     # The embedded tor runs as this user, so it can reach unix sockets in the data dir.
     app[appkeys.UNIX_TARGETS] = tor is not None and tor.embedded
     tdir = templates_dir()
@@ -254,8 +266,14 @@ def create_app(
     render.attach(app, app[appkeys.JINJA])
     app.cleanup_ctx.extend(CONTEXTS)
     admin.add_routes(app)
+    directory.add_admin_routes(app)
     api.add_routes(app)
     return app
+
+
+def _discovery_urls(app: web.Application) -> dict[str, str]:
+    """The node onion's (and public directory's) loopback URLs, for tests and local tools."""
+    return {f"{name}_url": url for name, url in app[appkeys.DISCOVERY_URLS].items()}
 
 
 async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) -> None:
@@ -276,7 +294,7 @@ async def serve(config: Config, stop: asyncio.Event, *, use_tor: bool = True) ->
         host, port = runner.addresses[0][:2]
         app[appkeys.AUTH].set_port(config.admin_host, port)
         admin_url = url_for_host(host, port)
-        storage.lock.publish({"pid": os.getpid(), "admin_url": admin_url})
+        storage.lock.publish({"pid": os.getpid(), "admin_url": admin_url, **_discovery_urls(app)})
         log.info("admin on %s (loopback only)", admin_url)
         await stop.wait()
     finally:
