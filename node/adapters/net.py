@@ -134,23 +134,8 @@ class TorHttp:
             self._close_later(session)
             session = None
         if session is None or session.closed:
-            username, password = self.isolation(onion)
             self._via[onion] = endpoint
-            connector = ProxyConnector(
-                host=endpoint[0],
-                port=endpoint[1],
-                proxy_type=ProxyType.SOCKS5,
-                username=username,
-                password=password,
-                rdns=True,
-                limit_per_host=self.connections_per_store,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self.timeout,
-                headers={"User-Agent": USER_AGENT},
-                trace_configs=[_only_to(onion)],
-            )
+            session = self._new_session(onion, endpoint, *self.isolation(onion))
         self._sessions[onion] = session
         while len(self._sessions) > self.max_sessions:
             # Callers keep fewer stores in flight than max_sessions, so the oldest is idle.
@@ -159,6 +144,26 @@ class TorHttp:
             self._via.pop(gone, None)
             self._close_later(oldest)
         return session
+
+    def _new_session(
+        self, onion: str, endpoint: Endpoint, username: str, password: str, *, one_off: bool = False
+    ) -> aiohttp.ClientSession:
+        connector = ProxyConnector(
+            host=endpoint[0],
+            port=endpoint[1],
+            proxy_type=ProxyType.SOCKS5,
+            username=username,
+            password=password,
+            rdns=True,
+            limit_per_host=self.connections_per_store,
+            force_close=one_off,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeout,
+            headers={"User-Agent": USER_AGENT},
+            trace_configs=[_only_to(onion)],
+        )
 
     def endpoint(self) -> Endpoint:
         """tor's SocksPort now; ``Unreachable`` while tor has none (not connected yet)."""
@@ -194,7 +199,7 @@ class TorHttp:
         ``Unreachable``, caused by the last failure. Any HTTP status is a
         reply, not a failure.
         """
-        request = _Request("GET", url, None, dict(headers or {}), allow_redirects, max_bytes)
+        request = _Request("GET", url, None, dict(headers or {}), allow_redirects, max_bytes, False)
         return await self._send(request, deadline, attempts, before_retry, pauses)
 
     async def post(
@@ -207,9 +212,13 @@ class TorHttp:
         content_type: str = "application/json",
         max_bytes: int = MAX_BYTES,
         pauses: Sequence[float] = RETRY_PAUSES,
+        fresh_circuit: bool = False,
     ) -> HttpReply:
-        """POST ``body``, retried like ``get`` (so only for messages that are safe to receive twice)."""
-        request = _Request("POST", url, body, {"Content-Type": content_type}, False, max_bytes)
+        """POST ``body``, retried like ``get`` (so only for messages that are safe to receive twice).
+
+        ``fresh_circuit``: on a SOCKS identity of its own, used once (a circuit no other request shares).
+        """
+        request = _Request("POST", url, body, {"Content-Type": content_type}, False, max_bytes, fresh_circuit)
         return await self._send(request, deadline, attempts, None, pauses)
 
     async def _send(
@@ -243,7 +252,15 @@ class TorHttp:
         raise Unreachable(f"{url} did not answer ({len(failures)} attempts in {elapsed:.0f}s): {failures}") from last
 
     async def _once(self, request: _Request) -> HttpReply:
-        async with self.session(request.url).request(
+        if request.fresh_circuit:
+            onion = onion_of(request.url)
+            name, secret = f"pasar-{secrets.token_hex(8)}", secrets.token_hex(16)
+            async with self._new_session(onion, self.endpoint(), name, secret, one_off=True) as session:
+                return await self._request_on(session, request)
+        return await self._request_on(self.session(request.url), request)
+
+    async def _request_on(self, session: aiohttp.ClientSession, request: _Request) -> HttpReply:
+        async with session.request(
             request.method,
             request.url,
             data=request.body,
@@ -267,6 +284,7 @@ class _Request:
     headers: dict[str, str]
     allow_redirects: bool
     max_bytes: int
+    fresh_circuit: bool
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Offline:
     """The gossip transport of a node without outbound HTTP (``--no-tor``, or the CLI on a stopped node)."""
 
-    async def exchange(self, peer: str, message: bytes) -> bytes:
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
         raise Unreachable("this node has no outbound connection (it runs without tor)")
 
 
@@ -67,6 +67,7 @@ async def open_parts(config: Config, stack: AsyncExitStack, http: Http | None) -
     crawler = None
     if http is not None:
         crawler = Crawler(http, directory, gossip, limits=CrawlLimits.from_config(config), subscriptions=_subs(config))
+        stack.push_async_callback(crawler.close)  # a pass or thumbnail fetch under way ends before the DBs close
     return Discovery(gossip=gossip, directory=directory, crawler=crawler, node_onion=node_key.onion)
 
 
@@ -178,6 +179,7 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
                 discovery.gossip,
                 ttl=config.announce_ttl,
                 interval=min(config.gossip_interval, 3600),
+                ready=_reachable(app),
             )
             app[appkeys.ANNOUNCER] = announcer
             if app.get(appkeys.HTTP) is not None:

@@ -152,6 +152,8 @@ class RemoteBackend(Backend):
 
     async def run(self, op: ops.Operation[In, Out], inp: In) -> Out:
         path, kw = _request(op, inp)
+        if op.long_running:  # the node answers when it is done; the CLI shows progress meanwhile
+            kw["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=30)
         return cast(Out, await self._call(op.method, path, **kw))
 
     async def _call(self, method: str, path: str, **kw: Any) -> object:

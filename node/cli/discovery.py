@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import operations as ops
 from ..core import config as cfg
+from ..discovery.directory import COUNT_CAP
 from ..operations.discovery import BlockRef, Body, CrawlView, PeerRef, SearchParams
 from .output import out
 
@@ -51,6 +52,15 @@ async def cmd_peers_remove(args: argparse.Namespace, config: cfg.Config) -> int:
     async with open_backend(config) as backend:
         await backend.run(ops.discovery.remove_peer, PeerRef(args.onion))
     out(f"removed peer {args.onion}")
+    return 0
+
+
+async def cmd_peers_ban(args: argparse.Namespace, config: cfg.Config) -> int:
+    from .backends import open_backend
+
+    async with open_backend(config) as backend:
+        await backend.run(ops.discovery.ban_peer, PeerRef(args.onion))
+    out(f"banned peer {args.onion}: this node no longer gossips with it (undo: pasar peers remove)")
     return 0
 
 
@@ -107,8 +117,9 @@ async def cmd_search(args: argparse.Namespace, config: cfg.Config) -> int:
     for r in page["results"]:
         offline = "" if r["source"] == "direct" and r["reachable"] else f"  (offline, as of {_when(r['as_of'])})"
         out(f"{sats(r['price_sat']):>16}  {r['title'][:60]:60}  {r['store']}.onion/listing/{r['listing']}{offline}")
-    shown = len(page["results"])
-    out(f"{page['total']} result{'s' * (page['total'] != 1)}" + (f", showing {shown}" if shown < page["total"] else ""))
+    shown, total = len(page["results"]), page["total"]
+    count = f"{COUNT_CAP:,}+" if total > COUNT_CAP else str(total)  # counting stops past the cap
+    out(f"{count} result{'s' * (total != 1)}" + (f", showing {shown}" if shown < total else ""))
     return 0
 
 
@@ -160,6 +171,9 @@ def add_discovery_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = actions.add_parser("remove", parents=[common], help="stop gossiping with a node")
     p.add_argument("onion", metavar="ONION")
     p.set_defaults(func=cmd_peers_remove)
+    p = actions.add_parser("ban", parents=[common], help="never gossip with a node again")
+    p.add_argument("onion", metavar="ONION")
+    p.set_defaults(func=cmd_peers_ban)
 
     p = sub.add_parser("crawl", parents=[common], help="fetch announced stores' catalogs into the directory now")
     p.set_defaults(func=cmd_crawl)

@@ -123,8 +123,12 @@ class Http(Protocol):
         attempts: int = ...,
         content_type: str = ...,
         max_bytes: int = ...,
+        fresh_circuit: bool = ...,
     ) -> HttpReply:
-        """POST ``body`` (idempotent messages only: it may be sent again after a transient failure)."""
+        """POST ``body`` (idempotent messages only: it may be sent again after a transient failure).
+
+        ``fresh_circuit``: over a circuit used for nothing else (a SOCKS identity of its own, once).
+        """
 
     async def close(self) -> None: ...
 

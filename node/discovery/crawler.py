@@ -29,7 +29,7 @@ from ..core.errors import PasarError, SignatureError, Unreachable, ValidationErr
 from ..core.models import HttpReply
 from . import blocklist
 from .catalogs import verify_catalog
-from .models import Announcement, HeldCatalog, Source, VerifiedCatalog
+from .models import Announcement, Block, HeldCatalog, Source, VerifiedCatalog
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ class DirectoryPort(Protocol):
     async def expire(self, *, drop_after: int) -> int: ...
     async def put_thumb(self, store: str, image_id: str, data: bytes) -> None: ...
     async def thumb(self, store: str, image_id: str) -> bytes | None: ...
+    async def lists_image(self, store: str, image_id: str) -> bool: ...
     async def replace_blocks(self, source: str, stores: Sequence[str], tags: Sequence[str]) -> None: ...
+    async def blocks(self) -> list[Block]: ...
 
 
 class GossipPort(Protocol):
@@ -329,8 +331,8 @@ class Crawler:
         return await asyncio.shield(pending)
 
     async def _fetch_thumb(self, store: str, image_id: str) -> bytes | None:
-        known = await self._directory.held(store)
-        if known is None or known.seq is None:  # only stores we index: no fetching on a stranger's behalf
+        # Only images of listings we index: a visitor asking for made-up ids must not make us fetch anything.
+        if not await self._directory.lists_image(store, image_id):
             return None
         path = f"/images/{image_id}.thumb.jpg"
         urls = [f"http://{store}.onion{path}"]
@@ -360,8 +362,11 @@ class Crawler:
         """Fetch and apply each subscribed directory's blocklist; returns how many were applied."""
         if self._subscriptions is None:
             return 0
-        applied = 0
-        for onion in await self._subscriptions():
+        applied, subscribed = 0, [addresses.normalize(o) for o in await self._subscriptions()]
+        for gone in {b["source"] for b in await self._directory.blocks()} - {"operator", *subscribed}:
+            await self._directory.replace_blocks(gone, [], [])  # unsubscribed: its entries go with it
+            self._blocklist_seq.pop(gone, None)
+        for onion in subscribed:
             try:
                 reply = await self._get(f"http://{onion}.onion{BLOCKLIST_PATH}", {}, blocklist.MAX_BYTES)
                 if reply.status != 200:

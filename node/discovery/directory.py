@@ -226,6 +226,18 @@ class Directory:
         if not kept:
             log.debug("directory: thumbnail %s of %s not kept (%d bytes)", image_id, store, len(data))
 
+    async def has_listing(self, store: str, listing: str) -> bool:
+        """Whether the index holds this listing (reports name only those)."""
+        return not self.is_blocked(store) and await self._db.execute_fn(
+            lambda conn: rd.has_listing(conn, store, listing)
+        )
+
+    async def lists_image(self, store: str, image_id: str) -> bool:
+        """Whether an indexed listing of the store shows this image (only those thumbnails are fetched)."""
+        return not self.is_blocked(store) and await self._db.execute_fn(
+            lambda conn: rd.lists_image(conn, store, image_id)
+        )
+
     async def thumb(self, store: str, image_id: str) -> bytes | None:
         if self.is_blocked(store):
             return None

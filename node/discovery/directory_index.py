@@ -97,11 +97,16 @@ def index_catalog(
         if source is Source.DIRECT:
             mark_seen(conn, catalog.store, now)
         return 0  # an older catalog than the one held (a replay): keep the newer
-    kept = wanted_listings(catalog, blocked_tags(conn))
+    blocked = blocked_tags(conn)
+    kept = wanted_listings(catalog, blocked)
     _upsert_store(conn, catalog, source=source, etag=etag, now=now, listings=len(kept))
     replace_listings(conn, catalog.store, kept, now)
     same_raw = old is not None and old["hash"] == catalog.hash
-    hold_raw(conn, catalog, now=now, caps=caps, unchanged=same_raw)
+    if blocked and any(blocked.intersection(item.tags) for item in catalog.listings):
+        # It carries a listing with a blocked tag: the signed copy cannot be trimmed, so it is not mirrored.
+        conn.execute("DELETE FROM mirrors WHERE store = ?", (catalog.store,))
+    else:
+        hold_raw(conn, catalog, now=now, caps=caps, unchanged=same_raw)
     _drop_unused_thumbs(conn, catalog.store)
     return len(kept)
 

@@ -224,6 +224,17 @@ def mirror(conn: ports.SqlConnection, store: str, *, now: int) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+def has_listing(conn: ports.SqlConnection, store: str, listing: str) -> bool:
+    row = conn.execute("SELECT 1 FROM listings WHERE store = ? AND id = ? LIMIT 1", (store, listing)).fetchone()
+    return row is not None
+
+
+def lists_image(conn: ports.SqlConnection, store: str, image_id: str) -> bool:
+    """Whether one of the store's indexed listings shows this image (its thumbnail may be fetched)."""
+    row = conn.execute("SELECT 1 FROM listings WHERE store = ? AND thumb = ? LIMIT 1", (store, image_id)).fetchone()
+    return row is not None
+
+
 def thumb(conn: ports.SqlConnection, store: str, image_id: str) -> bytes | None:
     row = conn.execute("SELECT data FROM thumbs WHERE store = ? AND image_id = ?", (store, image_id)).fetchone()
     return None if row is None else bytes(row[0])

@@ -144,10 +144,13 @@ class Gossip:
         intake = Intake()
         todo: list[Announcement] = []
         size, checked = self.limits.verify_batch, 0
+        # A push of one item (a stem, or a store's own news) is always checked: one signature per request
+        # costs little, and a flood of junk must not use up the budget that new stores' stems need.
+        budgeted = rank if len(items) > 1 else S.PULLED
         for start in range(0, len(items), size):
             batch: list[Any] = []
             for item in items[start : start + size]:
-                if self._prescreen(item, rank, intake, checked + len(batch)):
+                if self._prescreen(item, budgeted, intake, checked + len(batch)):
                     batch.append(item)
             checked += len(batch)
             for result in await asyncio.to_thread(_verify_all, batch, now) if batch else []:
@@ -314,6 +317,10 @@ class Gossip:
     # -- own stores ----------------------------------------------------------------
     async def announce_own(self, ann: Announcement) -> None:
         await self.own.schedule(ann)
+
+    def own_announcements(self) -> dict[str, Announcement]:
+        """The node's own announcements it holds on to (stemmed, or waiting to be), by store."""
+        return {store: announce.from_stored(row.raw) for store, row in self.own.rows.items()}
 
     async def withdraw_own(self, store: str) -> None:
         await self.own.withdraw(store)

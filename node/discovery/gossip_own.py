@@ -108,7 +108,7 @@ class OwnSchedule:
         stats.messages += 1
         stats.sent_bytes += len(message)
         try:
-            reply = await g.transport.exchange(peer.onion, message)
+            reply = await g.transport.exchange(peer.onion, message, alone=True)  # a circuit of its own
             wire.parse_answer(reply, max_bytes=g.limits.max_message_bytes)
         except (Unreachable, ValidationError, PayloadTooLarge):
             stats.failed += 1

@@ -17,8 +17,11 @@ GOSSIP_PATH = "/.well-known/pasar/gossip"
 
 
 class Transport(Protocol):
-    async def exchange(self, peer: str, message: bytes) -> bytes:
-        """POST ``message`` to ``peer``'s gossip endpoint; its answer. Raises ``Unreachable``."""
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
+        """POST ``message`` to ``peer``'s gossip endpoint; its answer. Raises ``Unreachable``.
+
+        ``alone``: over a circuit shared with nothing else (a stem must not ride the node's named exchanges).
+        """
 
 
 class HttpTransport:
@@ -28,10 +31,10 @@ class HttpTransport:
         self._http = http
         self._deadline = deadline
 
-    async def exchange(self, peer: str, message: bytes) -> bytes:
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
         url = f"http://{peer}.onion{GOSSIP_PATH}"
         reply = await self._http.post(
-            url, message, deadline=self._deadline, attempts=2, max_bytes=wire.MAX_MESSAGE_BYTES
+            url, message, deadline=self._deadline, attempts=2, max_bytes=wire.MAX_MESSAGE_BYTES, fresh_circuit=alone
         )
         if reply.status != 200:
             raise Unreachable(f"{peer}.onion answered gossip with HTTP {reply.status}")

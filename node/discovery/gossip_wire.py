@@ -80,7 +80,7 @@ def _load(data: bytes, max_bytes: int, fields: frozenset[str]) -> dict[str, Any]
     problems.update({str(k): "unknown field" for k in obj.keys() - fields})
     if problems:
         raise ValidationError(problems, "malformed gossip message")
-    if obj["v"] != VERSION or isinstance(obj["v"], bool):
+    if type(obj["v"]) is not int or obj["v"] != VERSION:  # not 1.0, not true
         raise ValidationError({"v": f"unsupported gossip version (this node speaks {VERSION})"})
     return obj
 

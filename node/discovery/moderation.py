@@ -83,6 +83,8 @@ def purge_tag(conn: ports.SqlConnection, tag: str) -> None:
         for r in conn.execute("SELECT DISTINCT store FROM listings WHERE instr(tags, ?) > 0", (needle,)).fetchall()
     ]
     conn.execute("DELETE FROM listings WHERE instr(tags, ?) > 0", (needle,))
+    # Their signed catalogs still hold those listings: they are no longer served as mirrors.
+    conn.executemany("DELETE FROM mirrors WHERE store = ?", [(s,) for s in stores])
     conn.executemany(
         "UPDATE stores SET listings = (SELECT count(*) FROM listings WHERE store = ?) WHERE onion = ?",
         [(s, s) for s in stores],

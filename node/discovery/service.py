@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class Announcer:
     ready: Callable[[str], bool] = lambda onion: True
     _sent: dict[str, Announcement] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _loaded: bool = False
+    _rng: random.Random = field(default_factory=random.SystemRandom)
 
     def wake(self) -> None:
         """A store changed: look again now."""
@@ -80,13 +83,18 @@ class Announcer:
 
     async def check(self) -> None:
         """Announce what changed or ages; withdraw what must no longer be announced."""
+        if not self._loaded:  # after a restart: what gossip still holds was signed then, not now
+            self._sent.update(self.gossip.own_announcements())
+            self._loaded = True
         wanted: set[str] = set()
         for record in await self.market.stores():
             options = Market.access_options(record)
             if options["announce"] and not options["invite_only"]:
                 wanted.add(record["onion"])
-        for onion in set(self._sent) - wanted:
-            del self._sent[onion]
+        # Also what gossip held from before a restart: a store made invite-only (or deleted) while the
+        # node was stopped must not be stemmed again.
+        for onion in (set(self._sent) | set(self.gossip.own_announcements())) - wanted:
+            self._sent.pop(onion, None)
             await self.gossip.withdraw_own(onion)
         for onion in sorted(o for o in wanted if self.ready(o)):
             try:
@@ -97,7 +105,9 @@ class Announcer:
     async def _refresh(self, onion: str) -> None:
         snap = await self.market.snapshot(onion)
         body = announce.body_of(snap)
-        now = int(self.clock())
+        # Signed at a random moment of the last interval: stores re-signed together (at a restart, at the
+        # same half-life) must not carry the same timestamp, which would say "one node".
+        now = int(self.clock()) - self._rng.randrange(0, max(1, int(self.interval)))
         sent = self._sent.get(onion)
         fresh = sent is not None and now < sent.issued_at + (sent.expires_at - sent.issued_at) // 2
         if fresh and sent is not None and sent.body == body:

@@ -56,6 +56,7 @@ class Operation(Generic[In, Out]):
     call: Callable[[Context, In], Awaitable[Out]]
     status: int = 200  # 201 created, 204 nothing to say (the output is None)
     optional_body: bool = False  # no body reads as {}
+    long_running: bool = False  # may take longer than a client's usual timeout (a whole crawl pass)
 
     @property
     def params(self) -> list[str]:

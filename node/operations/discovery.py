@@ -121,6 +121,11 @@ async def _remove_peer(ctx: Context, inp: PeerRef) -> None:
     await ctx.discovery.gossip.remove_peer(addresses.normalize(inp.onion))
 
 
+async def _ban_peer(ctx: Context, inp: PeerRef) -> None:
+    """Never gossip with this node again (kept in the table, so gossip does not bring it back); undo: remove it."""
+    await ctx.discovery.gossip.ban_peer(addresses.normalize(inp.onion))
+
+
 async def _search(ctx: Context, inp: SearchParams) -> SearchPage:
     return await ctx.discovery.directory.search(search_query(inp))
 
@@ -192,9 +197,10 @@ async def _list_reports(ctx: Context, _: NoInput) -> list[Report]:
 list_peers = Operation("list_peers", "GET", "/peers", NoInput, _list_peers)
 add_peer = Operation("add_peer", "POST", "/peers", Body, _add_peer, status=201)
 remove_peer = Operation("remove_peer", "DELETE", "/peers/{onion}", PeerRef, _remove_peer, status=204)
+ban_peer = Operation("ban_peer", "POST", "/peers/{onion}/ban", PeerRef, _ban_peer, status=204)
 search = Operation("search", "GET", "/search", SearchParams, _search)
 directory_store = Operation("directory_store", "GET", "/directory/stores/{onion}", StoreAddress, _directory_store)
-crawl = Operation("crawl", "POST", "/crawl", NoInput, _crawl, optional_body=True)
+crawl = Operation("crawl", "POST", "/crawl", NoInput, _crawl, optional_body=True, long_running=True)
 crawl_status = Operation("crawl_status", "GET", "/crawl", NoInput, _crawl_status)
 list_blocks = Operation("list_blocks", "GET", "/blocks", NoInput, _list_blocks)
 add_block = Operation("add_block", "POST", "/blocks", Body, _add_block, status=201)
@@ -202,6 +208,6 @@ remove_block = Operation("remove_block", "DELETE", "/blocks/{kind}/{value}", Blo
 list_reports = Operation("list_reports", "GET", "/reports", NoInput, _list_reports)
 
 OPERATIONS = (
-    list_peers, add_peer, remove_peer, search, directory_store, crawl, crawl_status, list_blocks, add_block,
+    list_peers, add_peer, remove_peer, ban_peer, search, directory_store, crawl, crawl_status, list_blocks, add_block,
     remove_block, list_reports,
 )  # fmt: skip

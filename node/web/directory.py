@@ -122,6 +122,8 @@ async def report(request: web.Request) -> web.Response:
         raise Forbidden("this report form is older than an hour or was not made here: open it again and resend")
     if not reason.strip():
         return await _report_page(request, store_, listing, reason=reason, errors={"reason": "say what is wrong"})
+    if not await directory(request).has_listing(store_, listing):  # before the budget: junk must not use it up
+        raise NotFound("this directory holds no such listing (it may have been removed since)")
     st.limiter.take(store_, listing)
     try:
         await directory(request).report(store_, listing, reason.strip()[:MAX_REASON])

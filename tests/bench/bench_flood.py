@@ -262,7 +262,7 @@ async def run_once(label: str, limits: GossipLimits, cache: Path, n: int, workdi
 
 
 class Link:
-    async def exchange(self, peer: str, message: bytes) -> bytes:
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
         raise BenchError("the flooded node does not gossip out in this bench")
 
 

@@ -94,7 +94,7 @@ class Link:
     def __init__(self, net: Net) -> None:
         self.net = net
 
-    async def exchange(self, peer: str, message: bytes) -> bytes:
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
         node = self.net.nodes.get(peer)
         if node is None:
             raise Unreachable(f"{peer} is down")

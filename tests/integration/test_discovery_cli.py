@@ -38,6 +38,9 @@ def test_peers_add_list_remove_on_the_data_dir_and_through_the_node(node):
         listed = json.loads(node.cli("peers", "list", "--json").stdout)
         assert [(p["onion"], p["source"], p["failures"], p["banned"]) for p in listed] == [(PEER, "manual", 0, False)]
         assert f"{PEER}.onion  manual" in node.cli("peers", "list").stdout
+        node.cli("peers", "ban", PEER)
+        assert json.loads(node.cli("peers", "list", "--json").stdout)[0]["banned"] is True
+        assert "banned" in node.cli("peers", "list").stdout
         assert node.cli("peers", "remove", PEER).stdout == f"removed peer {PEER}\n"
         assert "no peers yet" in node.cli("peers", "list").stdout
 

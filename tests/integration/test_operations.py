@@ -96,6 +96,7 @@ async def _discovery_operations(b: Backend) -> dict[str, object]:
     d = ops.discovery
     r: dict[str, object] = {"add_peer": await b.run(d.add_peer, d.Body({"onion": f"{PEER}.onion"}))}
     r["list_peers"] = await b.run(d.list_peers, ops.NoInput())
+    r["ban_peer"] = await b.run(d.ban_peer, d.PeerRef(PEER))
     r["remove_peer"] = await b.run(d.remove_peer, d.PeerRef(PEER))
     r["add_block"] = await b.run(d.add_block, d.Body({"kind": "tag", "value": "spam", "reason": "junk"}))
     r["list_blocks"] = await b.run(d.list_blocks, ops.NoInput())

@@ -235,6 +235,10 @@ async def test_thumbnails_are_fetched_lazily_capped_and_kept(world):
     assert world.server.hits.count(f"thumb:{ids[1]}.thumb.jpg") == 1
     assert await world.crawler.thumb(a.onion, ids[2]) == JPEG  # the store has none: a peer's mirror
     assert f"mirror-thumb:{peer}" in world.server.hits
+    made_up = "b" * 64  # an indexed store, but no listing of it shows this image: nothing is fetched
+    world.server.thumbs[(a.onion, made_up)] = JPEG
+    hits = len(world.server.hits)
+    assert await world.crawler.thumb(a.onion, made_up) is None and len(world.server.hits) == hits
 
 
 async def test_thumbnails_only_for_indexed_stores_and_valid_ids(world):
@@ -266,6 +270,27 @@ async def test_blocklist_subscription_replaces_the_sources_blocks(world):
     world.server.blocklists[directory_key.onion] = blocklist.seal(directory_key, [], [], seq=6, now=NOW, ttl=86400)
     assert await crawler.update_blocklists() == 1
     assert not world.directory.is_blocked(bad)
+
+
+async def test_an_unsubscribed_blocklist_takes_its_entries_with_it(world):
+    directory_key, bad = StoreKey.generate(), StoreKey.generate().onion
+    world.server.blocklists[directory_key.onion] = blocklist.seal(directory_key, [bad], [], seq=5, now=NOW, ttl=86400)
+    subscribed = [directory_key.onion]
+
+    async def subscriptions():
+        return list(subscribed)
+
+    crawler = Crawler(
+        world.http, world.directory, world.gossip, limits=CrawlLimits(), clock=world.clock, subscriptions=subscriptions
+    )
+    await world.directory.block("tag", "mine", "the operator's own")
+    assert await crawler.update_blocklists() == 1 and world.directory.is_blocked(bad)
+    subscribed.clear()  # the operator removed it from blocklist_subscriptions
+    assert await crawler.update_blocklists() == 0
+    assert not world.directory.is_blocked(bad)
+    assert [(b["kind"], b["value"], b["source"]) for b in await world.directory.blocks()] == [
+        ("tag", "mine", "operator")
+    ]  # the operator's own blocks stay
 
 
 def held(**kw) -> HeldCatalog:

@@ -58,6 +58,7 @@ async def test_blocking_a_tag_drops_the_listings_carrying_it(directory):
     assert directory.is_blocked(store, ["WEAPONS"]) and not directory.is_blocked(store, ["wool"])
     assert await found(directory, "socks") == {(store, "ok")}
     assert (await directory.store(store))["listings"] == 1
+
     assert await directory.index(catalog(store, listings, seq=2), source=Source.DIRECT, etag='"e"') == 1
     await directory.unblock("tag", "weapons")
     assert (await directory.held(store)).etag is None  # the next crawl fetches the whole catalog again
@@ -133,3 +134,15 @@ async def test_subscriptions(directory):
         await directory.unsubscribe(source)
     with pytest.raises(ValidationError):
         await directory.subscribe("nope")
+
+
+async def test_a_catalog_carrying_a_blocked_tag_is_not_mirrored(directory):
+    tagged, clean = onion(), onion()
+    await directory.index(catalog(tagged, [listing("x", tags=("weapons",))]), source=Source.DIRECT, etag=None)
+    await directory.index(catalog(clean, [listing("y")]), source=Source.DIRECT, etag=None)
+    assert await directory.mirror(tagged) is not None
+    await directory.block("tag", "weapons")  # its signed copy still holds that listing: no longer served
+    assert await directory.mirror(tagged) is None and await directory.mirror(clean) is not None
+    later = catalog(tagged, [listing("x", tags=("weapons",)), listing("z")], seq=2)
+    assert await directory.index(later, source=Source.DIRECT, etag=None) == 1  # the clean listing is listed
+    assert await directory.mirror(tagged) is None  # but the catalog is not mirrored

@@ -225,7 +225,7 @@ async def test_a_peer_answering_bad_signatures_is_banned_for_a_day(world):
     class Liar:
         calls = 0
 
-        async def exchange(self, peer, message):
+        async def exchange(self, peer, message, *, alone=False):
             Liar.calls += 1
             return wire.encode_answer("ab", 1, False, 1, [json.dumps(forged).encode()], [])
 
@@ -317,6 +317,8 @@ async def test_own_announcement_goes_alone_to_one_random_peer_and_is_served_only
     assert len(stems) == 2
     for message in stems:
         assert message["cursor"] == "head" and message["peers"] == [] and len(message["push"]) == 1
+    # each stem on a circuit of its own, never on the one the node's named exchanges use
+    assert sorted(json.loads(m)["push"][0]["store"] for m in world.net.alone) == sorted(ann.store for ann in own)
     assert {m["push"][0]["store"] for m in stems} == {ann.store for ann in own}
     normal = [json.loads(m) for s, _, m, _ in world.net.log if s == a.me and json.loads(m)["from"] == a.me]
     assert all(p["store"] not in {ann.store for ann in own} for m in normal for p in m["push"])

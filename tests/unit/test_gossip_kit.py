@@ -58,6 +58,7 @@ class Net:
     log: list[tuple[str | None, str, bytes, bytes | None]] = field(default_factory=list)
     record: bool = True
     bytes_sent: int = 0
+    alone: list[bytes] = field(default_factory=list)  # messages sent on a circuit of their own
 
     def link(self, src: str | None) -> Link:
         return Link(self, src)
@@ -68,8 +69,10 @@ class Link:
     net: Net
     src: str | None
 
-    async def exchange(self, peer: str, message: bytes) -> bytes:
+    async def exchange(self, peer: str, message: bytes, *, alone: bool = False) -> bytes:
         self.net.bytes_sent += len(message)
+        if alone and self.net.record:
+            self.net.alone.append(message)
         node = self.net.nodes.get(peer)
         if node is None or peer in self.net.down:
             if self.net.record:

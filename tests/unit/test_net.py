@@ -73,6 +73,22 @@ async def test_names_go_to_tor_unresolved_and_each_store_is_isolated(socks):
     assert creds[0] == creds[2] and creds[0] != creds[1]
 
 
+async def test_a_fresh_circuit_post_shares_no_identity_with_anything(socks):
+    http = TorHttp(("127.0.0.1", socks.port))
+    peer = StoreKey.generate().onion
+    url = f"http://{peer}.onion/.well-known/pasar/gossip"
+    try:
+        await http.post(url, b"{}")  # the node's named exchange with this peer
+        await http.post(url, b"{}", fresh_circuit=True)  # a stem
+        await http.post(url, b"{}", fresh_circuit=True)  # another store's stem to the same peer
+        await http.post(url, b"{}")
+    finally:
+        await http.close()
+    creds = [(s[0], s[1]) for s in socks.seen]
+    assert len(creds) == 4 and creds[0] == creds[3]
+    assert len({creds[0], creds[1], creds[2]}) == 3  # each stem on an identity of its own
+
+
 async def test_forgetting_a_store_moves_it_to_new_circuits():
     http = TorHttp(("127.0.0.1", 9))
     url = f"http://{StoreKey.generate().onion}.onion/"
