@@ -1,7 +1,9 @@
 """``pasar peers``, ``search``, ``block``, ``reports``, ``crawl`` and the store ``announce`` option, for real.
 
-Each runs on a stopped node's data directory and through a running node
-(``--no-tor``); the end-to-end discovery over tor is in test_discovery_e2e.py.
+Peers run on a stopped node's data directory and through a running node
+(``--no-tor``); the other verbs through one running node (test_operations.py
+compares every operation on both backends). The end-to-end discovery over tor
+is in test_discovery_e2e.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ PEER = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid"
 @pytest.fixture
 def node(tmp_path):
     made = make_node(tmp_path)
+    yield made
+    made.stop()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One running node shared by the tests that do not need a stopped one (each starts a node otherwise)."""
+    made = make_node(tmp_path_factory.mktemp("cli-running"))
+    made.start()
     yield made
     made.stop()
 
@@ -45,8 +56,8 @@ def test_peers_add_list_remove_on_the_data_dir_and_through_the_node(node):
         assert "no peers yet" in node.cli("peers", "list").stdout
 
 
-def test_bad_peers_are_refused_with_the_reason(node):
-    node.start()
+def test_bad_peers_are_refused_with_the_reason(running):
+    node = running
     bad = node.cli("peers", "add", "not-an-onion", check=False)
     assert bad.returncode == 1 and "onion" in bad.stderr and "Traceback" not in bad.stderr
     own = json.loads(node.cli("node", "--json").stdout)["onion"]
@@ -56,33 +67,29 @@ def test_bad_peers_are_refused_with_the_reason(node):
     assert missing.returncode == 1 and "error" in missing.stderr
 
 
-def test_block_list_and_unblock_a_store_and_a_tag(node):
-    for phase in _both(node):
-        if phase == "running":
-            node.start()
-        out = node.cli("block", "add", "store", f"{PEER}.onion", "--reason", "fraud").stdout
-        assert "never crawled, listed, mirrored or relayed" in out
-        node.cli("block", "add", "tag", "counterfeit")
-        listed = node.cli("block", "list").stdout
-        assert f"store  {PEER}" in listed and "tag    counterfeit" in listed and "fraud" in listed
-        node.cli("block", "remove", "store", PEER)
-        node.cli("block", "remove", "tag", "counterfeit")
-        assert node.cli("block", "list").stdout == "nothing is blocked\n"
+def test_block_list_and_unblock_a_store_and_a_tag(running):
+    node = running
+    out = node.cli("block", "add", "store", f"{PEER}.onion", "--reason", "fraud").stdout
+    assert "never crawled, listed, mirrored or relayed" in out
+    node.cli("block", "add", "tag", "counterfeit")
+    listed = node.cli("block", "list").stdout
+    assert f"store  {PEER}" in listed and "tag    counterfeit" in listed and "fraud" in listed
+    node.cli("block", "remove", "store", PEER)
+    node.cli("block", "remove", "tag", "counterfeit")
+    assert node.cli("block", "list").stdout == "nothing is blocked\n"
     wrong = node.cli("block", "add", "store", "nonsense", check=False)
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
 
 
-def test_search_of_an_empty_directory_and_hostile_queries(node):
-    for phase in _both(node):
-        if phase == "running":
-            node.start()
-        for query in ('"', "NEAR(", "a*", "-x", 'tea "unbalanced', "OR AND NOT", "title:x"):
-            result = node.cli("search", "--", query)  # "--": a query may start with "-"
-            assert result.stdout == "0 results\n", (query, result.stdout)
-        page = json.loads(node.cli("search", "--json", "tea").stdout)
-        assert page == {"total": 0, "results": []}
-        bad = node.cli("search", "tea", "--ships-to", "Germany", check=False)
-        assert bad.returncode == 1 and "ships_to" in bad.stderr
+def test_search_of_an_empty_directory_and_hostile_queries(running):
+    node = running
+    for query in ('"', "NEAR(", "a*", "-x", 'tea "unbalanced', "OR AND NOT", "title:x"):
+        result = node.cli("search", "--", query)  # "--": a query may start with "-"
+        assert result.stdout == "0 results\n", (query, result.stdout)
+    page = json.loads(node.cli("search", "--json", "tea").stdout)
+    assert page == {"total": 0, "results": []}
+    bad = node.cli("search", "tea", "--ships-to", "Germany", check=False)
+    assert bad.returncode == 1 and "ships_to" in bad.stderr
 
 
 def test_crawl_needs_the_running_node_with_tor(node):
@@ -94,17 +101,16 @@ def test_crawl_needs_the_running_node_with_tor(node):
     assert "ERROR" not in node.read_log()  # a part that is off is not an error of the node
 
 
-def test_reports_start_empty(node):
-    assert node.cli("reports").stdout == "no reports\n"
-    node.start()
-    assert json.loads(node.cli("reports", "--json").stdout) == []
+def test_reports_start_empty(running):
+    assert running.cli("reports").stdout == "no reports\n"
+    assert json.loads(running.cli("reports", "--json").stdout) == []
 
 
-def test_a_store_can_be_kept_out_of_gossip(node):
-    onion = node.cli("store", "create", "Quiet", PASAR_STORE_PORT_BASE="0").stdout.strip().removesuffix(".onion")
+def test_a_store_can_be_kept_out_of_gossip(running):
+    node = running
+    onion = node.cli("store", "create", "Quiet").stdout.strip().removesuffix(".onion")
     listed = json.loads(node.cli("store", "list", "--json").stdout)
     assert [s["announce"] for s in listed] == [True]
-    node.start()
 
     req = urllib.request.Request(
         f"{node.admin_url}/api/v1/stores/{onion}",
@@ -124,10 +130,10 @@ def test_a_store_can_be_kept_out_of_gossip(node):
     )
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(bad, timeout=10)
-    assert exc.value.code == 422
-    again = json.loads(node.cli("store", "list", "--json").stdout)[0]
+    with exc.value:  # its body holds the connection
+        assert exc.value.code == 422
+    again = next(s for s in json.loads(node.cli("store", "list", "--json").stdout) if s["onion"] == onion)
     assert again["announce"] is False  # nothing of the refused request was written
-    detail = json.loads(urllib.request.urlopen(
-        urllib.request.Request(f"{node.admin_url}/api/v1/stores/{onion}", headers=node.auth), timeout=10
-    ).read())  # fmt: skip
-    assert detail["profile"]["description"] == "by invitation"
+    get = urllib.request.Request(f"{node.admin_url}/api/v1/stores/{onion}", headers=node.auth)
+    with urllib.request.urlopen(get, timeout=10) as resp:
+        assert json.loads(resp.read())["profile"]["description"] == "by invitation"

@@ -332,9 +332,14 @@ def running_node_with_directory(node_factory: Callable[[], Node]) -> tuple[Node,
 
 
 async def test_directory_thumbnails_are_fetched_only_for_listed_stores(parts: Parts) -> None:
-    """Real Crawler over LoopbackHttp: a visitor cannot make the node fetch from an onion it doesn't list."""
+    """Real Crawler over LoopbackHttp: a visitor cannot make the node fetch from an onion it doesn't list,
+    nor fetch images no indexed listing shows."""
     hits: list[str] = []
     photo = hashlib.sha256(b"another photo").hexdigest()
+    other = StoreKey.generate()  # an indexed store whose listing shows ``photo``, not fetched yet
+    now = int(time.time())
+    raw = signed_catalog(other, now=now, image=photo)
+    await parts.directory.index(verify_catalog(raw, store=other.onion, now=now), source=Source.DIRECT, etag=None)
 
     async def image(request: web.Request) -> web.Response:
         hits.append(request.path)
@@ -345,7 +350,7 @@ async def test_directory_thumbnails_are_fetched_only_for_listed_stores(parts: Pa
     stranger = StoreKey.generate().onion
     async with TestServer(store_app, host="127.0.0.1") as store_server:
         base = str(store_server.make_url("")).rstrip("/")
-        http = LoopbackHttp(lambda onion: base if onion in (parts.store, stranger) else None)
+        http = LoopbackHttp(lambda onion: base if onion in (parts.store, other.onion, stranger) else None)
         crawler = Crawler(http, parts.directory, parts.gossip, limits=CrawlLimits())
         admin = holder(parts)
         admin[appkeys.CRAWLER], admin[appkeys.CONFIG] = crawler, Config(data_dir=Path("/nonexistent"))
@@ -353,12 +358,14 @@ async def test_directory_thumbnails_are_fetched_only_for_listed_stores(parts: Pa
             async with TestClient(TestServer(create_directory_app(admin), host="127.0.0.1")) as c:
                 held = await c.get(f"/directory/thumbs/{parts.store}/{parts.thumb_id}.jpg")
                 assert held.status == 200 and await held.read() == THUMB and hits == []
-                fetched = await c.get(f"/directory/thumbs/{parts.store}/{photo}.jpg")
+                unlisted = await c.get(f"/directory/thumbs/{parts.store}/{photo}.jpg")  # no listing of it shows it
+                assert unlisted.status == 404 and hits == []
+                fetched = await c.get(f"/directory/thumbs/{other.onion}/{photo}.jpg")
                 assert fetched.status == 200 and await fetched.read() == THUMB
                 assert hits == [f"/images/{photo}.thumb.jpg"]
                 refused = await c.get(f"/directory/thumbs/{stranger}/{photo}.jpg")
                 assert refused.status == 404 and hits == [f"/images/{photo}.thumb.jpg"]
-                again = await c.get(f"/directory/thumbs/{parts.store}/{photo}.jpg")
+                again = await c.get(f"/directory/thumbs/{other.onion}/{photo}.jpg")
                 assert again.status == 200 and len(hits) == 1  # kept after the first fetch
                 check_headers(again)
         finally:

@@ -113,9 +113,14 @@ class Buyer:
         assert reply.is_ok(), str(reply)
 
     async def fresh_descriptor(self, onion: str, *, newer_than: int, timeout: float = FRESH_TIMEOUT) -> int:
-        """Wait until this tor holds a descriptor of ``onion`` newer than revision ``newer_than``."""
+        """Wait until this tor holds a descriptor of ``onion`` other than revision ``newer_than``.
+
+        Other, not higher: revision counters start again low when a new shared-random period
+        begins (every few minutes on the private network), so a newer descriptor can carry a
+        lower number than the old one.
+        """
         deadline, asked = time.monotonic() + timeout, -REFETCH_EVERY
-        while (revision := self.revision(onion)) <= newer_than:
+        while (revision := self.revision(onion)) in (newer_than, -1):
             now = time.monotonic()
             if now > deadline:
                 raise AssertionError(
