@@ -12,7 +12,6 @@ way, so the API answers about peers and the directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -34,7 +33,7 @@ from ..discovery.gossip import Gossip, GossipLimits, HttpTransport
 from ..discovery.service import Announcer, BlocklistPublisher, Discovery
 from ..web import appkeys, middlewares
 from ..web.directory_app import create_directory_app
-from ..web.listeners import socket_path, url_for_host
+from ..web.listeners import socket_path, tcp_target, unix_target, url_for_host
 from ..web.nodeonion import create_node_app
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ async def open_parts(config: Config, stack: AsyncExitStack, http: Http | None) -
     if http is not None:
         crawler = Crawler(http, directory, gossip, limits=CrawlLimits.from_config(config), subscriptions=_subs(config))
         stack.push_async_callback(crawler.close)  # a pass or thumbnail fetch under way ends before the DBs close
-    return Discovery(gossip=gossip, directory=directory, crawler=crawler, node_onion=node_key.onion)
+    return Discovery(gossip=gossip, directory=directory, crawler=crawler, node_key=node_key)
 
 
 def _subs(config: Config) -> Callable[[], Awaitable[list[str]]]:
@@ -104,13 +103,8 @@ async def _serve(app: web.Application, name: str, sub: web.Application, port: in
         return
     host, bound = runner.addresses[0][:2]
     app[appkeys.DISCOVERY_URLS][name] = url_for_host(host, bound)
-    target = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
-    path = socket_path(config, key.onion) if app[appkeys.UNIX_TARGETS] else None
-    if path is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            await web.UnixSite(runner, str(path)).start()
-            target = f"unix:{path}"
+    unix = await unix_target(app, runner, key.onion) if app[appkeys.UNIX_TARGETS] else None
+    target = unix or tcp_target(host, bound)
     app[appkeys.STATUS][key.onion] = StoreStatus(PublishState.LOCAL)
     publisher = app.get(appkeys.PUBLISHER)
     if publisher is not None:
@@ -171,8 +165,8 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.BLOCKLIST] = BlocklistPublisher(discovery.directory, dir_key, ttl=config.announce_ttl)
         tasks: list[asyncio.Task[None]] = []
         if config.gossip:
-            await _add_seeds(config, discovery.gossip, discovery.node_onion or "")
-            node_key = await asyncio.to_thread(keyfiles.load_or_create, config.data_dir / "node.key")
+            await _add_seeds(config, discovery.gossip, discovery.node_onion)
+            node_key = discovery.node_key
             await _serve(app, "node", create_node_app(app, onion=node_key.onion), config.node_port, node_key)
             announcer = Announcer(
                 app[appkeys.MARKET],

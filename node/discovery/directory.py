@@ -63,9 +63,7 @@ class DirectoryLimits:
 
     @classmethod
     def from_config(cls, config: Config) -> DirectoryLimits:
-        drop_after = getattr(config, "unreachable_drop_after", cls.unreachable_drop_after)
-        total = getattr(config, "mirror_total_bytes", cls.mirror_total_bytes)
-        return cls(unreachable_drop_after=int(drop_after), mirror_total_bytes=int(total))
+        return cls(unreachable_drop_after=config.unreachable_drop_after, mirror_total_bytes=config.mirror_total_bytes)
 
     @property
     def caps(self) -> ix.Caps:

@@ -36,10 +36,14 @@ class Discovery:
     gossip: Gossip
     directory: Directory
     crawler: Crawler | None
-    node_onion: str | None
+    node_key: StoreKey  # the node onion's key (``node.key``), never a store's
     directory_onion: str | None = None
     gossip_on: bool = True  # the ``gossip`` setting
     running: bool = False  # the node is running (gossip and crawler loops), not the CLI on a stopped node
+
+    @property
+    def node_onion(self) -> str:
+        return self.node_key.onion
 
     def need_crawler(self) -> Crawler:
         if self.crawler is None:
@@ -83,8 +87,9 @@ class Announcer:
 
     async def check(self) -> None:
         """Announce what changed or ages; withdraw what must no longer be announced."""
+        held = self.gossip.own_announcements()
         if not self._loaded:  # after a restart: what gossip still holds was signed then, not now
-            self._sent.update(self.gossip.own_announcements())
+            self._sent.update(held)
             self._loaded = True
         wanted: set[str] = set()
         for record in await self.market.stores():
@@ -93,7 +98,7 @@ class Announcer:
                 wanted.add(record["onion"])
         # Also what gossip held from before a restart: a store made invite-only (or deleted) while the
         # node was stopped must not be stemmed again.
-        for onion in (set(self._sent) | set(self.gossip.own_announcements())) - wanted:
+        for onion in (set(self._sent) | set(held)) - wanted:
             self._sent.pop(onion, None)
             await self.gossip.withdraw_own(onion)
         for onion in sorted(o for o in wanted if self.ready(o)):

@@ -13,7 +13,7 @@ class NodeInfo(TypedDict):
     stores: int
     listings: int
     tor: TorView
-    onion: str | None  # the node onion (gossip and mirrors), never a store's
+    onion: str  # the node onion (gossip and mirrors), never a store's
     node_status: str  # the node onion's publishing state, like a store's
     gossip: bool
     peers: int
@@ -41,7 +41,7 @@ async def _node_info(ctx: Context, _: NoInput) -> NodeInfo:
         "listings": listings,
         "tor": ctx.tor(),
         "onion": onion,
-        "node_status": str(ctx.status(onion)) if onion else "stopped",
+        "node_status": str(ctx.status(onion)),
         "gossip": discovery.gossip_on,
         "peers": peers,
         "announcements": announcements,

@@ -27,7 +27,7 @@ def url_for_host(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _target(host: str, port: int) -> str:
+def tcp_target(host: str, port: int) -> str:
     """Where tor sends an onion's port 80: ``HOST:PORT`` (IPv6 in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -59,7 +59,7 @@ async def start(app: web.Application, record: StoreRecord) -> None:
     runner.app[appkeys.HOSTS].update(loopback_hosts(bound))
     app[appkeys.RUNNERS][onion] = runner
     app[appkeys.LISTENERS][onion] = url_for_host(host, bound)
-    app[appkeys.TARGETS][onion] = _target(host, bound)
+    app[appkeys.TARGETS][onion] = tcp_target(host, bound)
     app[appkeys.STATUS][onion] = StoreStatus(PublishState.LOCAL)
     if app[appkeys.UNIX_TARGETS]:
         await _start_unix(app, runner, onion)
@@ -67,16 +67,23 @@ async def start(app: web.Application, record: StoreRecord) -> None:
 
 
 async def _start_unix(app: web.Application, runner: web.AppRunner, onion: str) -> None:
+    target = await unix_target(app, runner, onion)
+    if target is not None:
+        app[appkeys.TARGETS][onion] = target
+
+
+async def unix_target(app: web.Application, runner: web.AppRunner, onion: str) -> str | None:
+    """Also serve ``runner`` on a unix socket for the embedded tor: ``"unix:<path>"``, or None (TCP only)."""
     path = socket_path(app[appkeys.CONFIG], onion)
     if path is None:
-        return
+        return None
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         await web.UnixSite(runner, str(path)).start()
     except OSError as exc:
-        log.warning("store %s: no unix socket %s (%s); tor reaches it on its loopback port", onion, path, exc)
-        return
-    app[appkeys.TARGETS][onion] = f"unix:{path}"
+        log.warning("%s: no unix socket %s (%s); tor reaches it on its loopback port", onion, path, exc)
+        return None
+    return f"unix:{path}"
 
 
 async def stop(app: web.Application, onion: str) -> None:

@@ -9,24 +9,7 @@ from node.core.errors import ValidationError
 from node.discovery.directory import COUNT_CAP
 from node.discovery.directory_read import MARK_CLOSE, MARK_OPEN
 from node.discovery.models import SearchQuery, Source
-from tests.unit.directory_helpers import DAY, NOW, Clock, Opened, catalog, listing, onion
-
-
-@pytest.fixture
-async def opened():
-    o = Opened()
-    yield o
-    await o.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-async def directory(opened, tmp_path, clock):
-    return await opened.directory(tmp_path, clock)
+from tests.unit.directory_helpers import DAY, NOW, catalog, listing, onion
 
 
 async def search(directory, q="", **filters):

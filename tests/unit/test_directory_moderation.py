@@ -4,24 +4,7 @@ import pytest
 
 from node.core.errors import NotFound, ValidationError
 from node.discovery.models import SearchQuery, Source
-from tests.unit.directory_helpers import Clock, Opened, catalog, listing, onion
-
-
-@pytest.fixture
-async def opened():
-    o = Opened()
-    yield o
-    await o.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-async def directory(opened, tmp_path, clock):
-    return await opened.directory(tmp_path, clock)
+from tests.unit.directory_helpers import catalog, listing, onion
 
 
 async def found(directory, q):
