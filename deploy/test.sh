@@ -4,10 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install.sh --test
+# A real regtest bitcoind for the payment tests: built once (~15 min on 2 cores), then cached
+# under ${XDG_CACHE_HOME:-~/.cache}/pasar/bitcoind/; PASAR_BITCOIND, when set, names one to use.
+PASAR_BITCOIND=$(deploy/build-bitcoind.sh)
+export PASAR_BITCOIND
 .venv/bin/ruff check node tests
 .venv/bin/mypy
+# Two workers (pytest-xdist), one test file each at a time: most integration tests wait on tor,
+# bitcoind or a browser, so two run side by side in about two thirds of the time on 2 cores.
+# PASAR_TEST_WORKERS=0 runs everything in one process.
+workers=${PASAR_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" != "0" ] && parallel=(-n "$workers" --dist loadfile)
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "${parallel[@]}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

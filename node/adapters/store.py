@@ -23,7 +23,7 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tinydb import Query, TinyDB
 from tinydb.table import Document
@@ -269,6 +269,15 @@ class Storage:
     async def listings(self, onion: str) -> list[Listing]:
         def run() -> list[Listing]:
             return _all(self._db(onion), "listings")
+
+        return await self._call(run)
+
+    async def listing(self, onion: str, listing_id: str) -> Listing | None:
+        """One listing (a copy), or None; does not copy the store's other listings."""
+
+        def run() -> Listing | None:
+            found = table(self._db(onion), "listings").get(Query().id == listing_id)
+            return cast(Listing, copy.deepcopy(dict(found))) if isinstance(found, dict) else None
 
         return await self._call(run)
 

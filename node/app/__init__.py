@@ -4,7 +4,8 @@
 level functions below (and ``discovery.py``), open the storage, build the
 market, start one listener per store (each serving its own storefront app),
 keep the stores' onions published through tor, hold the outbound HTTP
-client, and run discovery (node onion, gossip, crawler, directory). Each reads
+client, run discovery (node onion, gossip, crawler, directory) and payments
+(orders, escrow watcher, moderation; ``payments.py``). Each reads
 what it needs from typed AppKeys, sets up, yields, and tears down in reverse.
 The market tells the app about store changes through one observer
 (``StoreEvents``), which says in code in which order the node reacts.
@@ -33,16 +34,17 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.events import StoreChange, StoreChanged
 from ..core.models import OnionSpec, StoreRecord, StoreStatus
-from ..core.ports import Http, Tor
+from ..core.ports import Bitcoin, Http, Tor
 from ..core.tasks import supervised
 from ..hosting.publisher import Publisher
 from ..hosting.spec import Unpublishable, onion_spec
 from ..market.market import Limits, Market
-from ..web import admin, api, appkeys, bodies, directory, listeners, middlewares, render
+from ..web import admin, admin_orders, api, appkeys, bodies, directory, listeners, middlewares, render
 from ..web.auth import AdminAuth, make_guard
 from ..web.listeners import url_for_host
 from ..web.pagecache import PageCache
 from .discovery import discovery_ctx
+from .payments import BITCOIN, payments_open_ctx, payments_run_ctx
 
 __all__ = ["create_app", "port_probe", "read_token", "request_limit", "serve", "url_for_host"]
 log = logging.getLogger(__name__)
@@ -231,19 +233,29 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         await http.close()
 
 
-# storage < market (reads it) < listeners (serve the market's stores) < tor (publishes the
-# listeners' targets) < http (through tor) < discovery (gossips and crawls through http, publishes
-# its onions through tor). Shutdown runs them backwards: onions are withdrawn while their
-# listeners still run, and the storage closes last.
-CONTEXTS = (storage_ctx, market_ctx, listeners_ctx, tor_ctx, http_ctx, discovery_ctx)
+# storage < market (reads it) < payment databases and services (store pages and the node onion read
+# them, so they open before any listener and close after the last one) < listeners (serve the market's
+# stores) < tor (publishes the listeners' targets) < http (through tor) < discovery (gossips and
+# crawls through http, publishes its onions through tor, serves moderation on the node onion) <
+# the payment watcher (asks moderators' node onions through http). Shutdown runs them backwards: the
+# watcher stops first, onions are withdrawn while their listeners still run, and the storage closes last.
+CONTEXTS = (
+    storage_ctx, market_ctx, payments_open_ctx, listeners_ctx, tor_ctx, http_ctx, discovery_ctx, payments_run_ctx,
+)  # fmt: skip
 
 
 def create_app(
-    config: Config, *, storage: Storage | None = None, tor: Tor | None = None, http: Http | None = None
+    config: Config,
+    *,
+    storage: Storage | None = None,
+    tor: Tor | None = None,
+    http: Http | None = None,
+    bitcoin: Bitcoin | None = None,
 ) -> web.Application:
-    """The admin app; its cleanup contexts own the storage, market, store listeners, tor and outbound HTTP.
+    """The admin app; its cleanup contexts own the storage, market, store listeners, tor, outbound HTTP, payments.
 
     Without ``tor`` stores are served on loopback only and there is no outbound HTTP (unless ``http`` is given).
+    Without ``bitcoin`` the node talks to the Bitcoin Core its settings name (with ``payments`` on).
     """
     auth = AdminAuth(password_hash=None, api_token=read_token(config))
     app = web.Application(
@@ -255,6 +267,8 @@ def create_app(
     app[appkeys.TOR] = tor
     if http is not None:
         app[appkeys.HTTP] = http
+    if bitcoin is not None:
+        app[BITCOIN] = bitcoin
     app[appkeys.LISTENERS], app[appkeys.STATUS], app[appkeys.TARGETS] = {}, {}, {}
     app[appkeys.RUNNING] = set()
     app[appkeys.DISCOVERY_RUNNERS], app[appkeys.DISCOVERY_URLS] = {}, {}
@@ -266,6 +280,7 @@ def create_app(
     render.attach(app, app[appkeys.JINJA])
     app.cleanup_ctx.extend(CONTEXTS)
     admin.add_routes(app)
+    admin_orders.add_routes(app)
     directory.add_admin_routes(app)
     api.add_routes(app)
     return app

@@ -21,6 +21,7 @@ from ..adapters.datadir import read_lock_info
 from ..adapters.store import Storage
 from ..app import port_probe, read_token, url_for_host
 from ..app.discovery import open_parts
+from ..app.payments import PaymentParts, open_payments
 from ..core import errors
 from ..core.config import Config
 from ..core.errors import NodeBusy, PasarError, StorageError, ValidationError
@@ -28,6 +29,8 @@ from ..core.models import Listing, PublishState, StoreRecord, StoreStatus, Uploa
 from ..discovery.service import Discovery
 from ..market.limits import Limits
 from ..market.market import Market
+from ..payments.moderation import ModeratorService
+from ..payments.service import Payments
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -60,12 +63,26 @@ class LocalContext:
     def __init__(self, market: Market, config: Config) -> None:
         self._market, self._config = market, config
         self.opened: Discovery | None = None
+        self.paying: PaymentParts | None = None
 
     @property
     def discovery(self) -> Discovery:
         if self.opened is None:
             raise RuntimeError("LocalBackend.run opens discovery before an operation that needs it")
         return self.opened
+
+    @property
+    def payments(self) -> Payments:
+        return self._payment_parts().payments
+
+    @property
+    def moderation(self) -> ModeratorService:
+        return self._payment_parts().moderation
+
+    def _payment_parts(self) -> PaymentParts:
+        if self.paying is None:
+            raise RuntimeError("LocalBackend.run opens payments before an operation that needs them")
+        return self.paying
 
     @property
     def market(self) -> Market:
@@ -85,6 +102,8 @@ class LocalContext:
 
 # Operations that read gossip or the directory: the local backend opens their databases first.
 _DISCOVERY_OPS = {op.name for op in ops.discovery.OPERATIONS} | {ops.info.node_info.name}
+# Operations on orders and moderation: the local backend opens their databases (and Core's client) first.
+_PAYMENT_OPS = {op.name for op in ops.payments.OPERATIONS} - {ops.payments.set_store_moderators.name}
 
 
 class LocalBackend(Backend):
@@ -98,6 +117,9 @@ class LocalBackend(Backend):
         if op.name in _DISCOVERY_OPS and self._context.opened is None:
             self._context.opened = await open_parts(self._config, self._stack, None)
             self._context.opened.gossip_on = self._config.gossip
+        if op.name in _PAYMENT_OPS and self._context.paying is None:
+            market = self._context.market
+            self._context.paying = await open_payments(self._config, self._stack, market=market, http=None)
         return await op.call(self._context, inp)
 
 

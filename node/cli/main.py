@@ -22,6 +22,7 @@ from ..core.errors import ConfigError, PasarError, ValidationError
 from .commands import add_listing_commands, add_node_command, add_store_commands
 from .discovery import add_discovery_commands
 from .output import out, problem_lines
+from .payments import add_payment_commands
 from .testnet import add_testnet_commands
 
 log = logging.getLogger("pasar")
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_listing_commands(sub, common)
     add_node_command(sub, common)
     add_discovery_commands(sub, common)
+    add_payment_commands(sub, common)
     return parser
 
 

@@ -18,8 +18,9 @@ from typing import Any, TypeVar, get_type_hints
 from .errors import ConfigError
 
 ENV_PREFIX = "PASAR_"
-# Environment variables that are not settings (read by the CLI directly).
-ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD"}
+# Environment variables that are not settings (read by the CLI directly; PASAR_BITCOIND and
+# PASAR_TEST_WORKERS by the test script).
+ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD", "PASAR_BITCOIND", "PASAR_TEST_WORKERS"}
 CONFIG_FILE = "pasar.toml"
 T = TypeVar("T")
 
@@ -120,6 +121,32 @@ def _log_level(value: str) -> str | None:
     return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
 
 
+NETWORKS = ("main", "test", "signet", "regtest")
+"""``bitcoin_network`` values; Core's ``getblockchaininfo`` chain "testnet4" also counts as "test"."""
+
+
+def _between(low: int, high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _network(value: str) -> str | None:
+    return None if value in NETWORKS else f"must be one of {', '.join(NETWORKS)}"
+
+
+def _rpc_url(value: str) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if value == "" or (sep and scheme in ("http", "https") and rest and "@" not in rest):
+        return None
+    return "must be empty (the network's default port on 127.0.0.1) or http://HOST:PORT, without credentials"
+
+
+def _poll(value: float) -> str | None:
+    return None if value >= 0.2 else "must be at least 0.2"
+
+
 def setting(default: T, help: str, check: Callable[[T], str | None] | None = None, *, secret: bool = False) -> T:
     """A field of ``Config``: its default, its help text and its check, declared once."""
     return field(default=default, metadata={"help": help, "check": check, "secret": secret})
@@ -183,6 +210,33 @@ class Config:
     node_port: int = setting(0, "loopback port of the node onion's listener (0 = any free port)", _port)
     directory_port: int = setting(0, "loopback port of the public directory's listener (0 = any free port)", _port)
 
+    # -- payments: Bitcoin Core over JSON-RPC and 2-of-3 escrow (docs/api.md "Payments") --
+    payments: bool = setting(True, "take orders with Bitcoin escrow (false: no checkout)")
+    bitcoin_network: str = setting("main", "main, test, signet or regtest: Core's chain and addresses", _network)
+    bitcoin_rpc_url: str = setting(
+        "", "Bitcoin Core's JSON-RPC URL; empty = http://127.0.0.1:<the network's default port>", _rpc_url
+    )
+    bitcoin_rpc_cookie: str = setting(
+        "", "Core's .cookie file; empty = the network's under ~/.bitcoin (unused with bitcoin_rpc_user)"
+    )
+    bitcoin_rpc_user: str = setting("", "RPC user (rpcauth); empty = cookie authentication")
+    bitcoin_rpc_password: str = setting("", "RPC password of bitcoin_rpc_user", secret=True)
+    bitcoin_wallet: str = setting("", "Core's signing wallet for escrow keys and signatures (empty = the default)")
+    escrow_timeout_blocks: int = setting(
+        6480, "blocks after payment until the vendor alone may claim the escrow (144 to 65535)", _between(144, 65535)
+    )
+    confirmations: int = setting(1, "confirmations before the vendor is told to ship (0 to 100)", _between(0, 100))
+    payment_window: int = setting(7200, "seconds an order may stay unpaid (its stock is then released)", _at_least(60))
+    accept_window: int = setting(
+        3 * 86400, "seconds the vendor has to accept a paid order before it is refunded", _at_least(60)
+    )
+    max_unpaid_orders: int = setting(
+        50, "unpaid orders a store holds at once; checkout waits beyond that (each holds stock)", _positive
+    )
+    payment_poll_interval: float = setting(5.0, "seconds between checks of escrow addresses (>= 0.2)", _poll)
+    fallback_fee_rate: int = setting(10, "sat/vB for payouts when Core has no fee estimate", _positive)
+    max_fee_rate: int = setting(500, "highest fee rate (sat/vB) a payout may pay; higher is refused", _positive)
+
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin.token"
@@ -234,6 +288,8 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
                 value = setting.type(text)
         except ValueError:
             raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}") from None
+    if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}")
     problem = setting.check(value) if setting.check else None

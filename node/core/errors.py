@@ -122,3 +122,19 @@ class Unavailable(PasarError):
 
     status = 503
     code = "unavailable"
+
+
+class WalletError(Unavailable):
+    """Bitcoin Core is unreachable, refused our credentials, or answered an RPC with an error.
+
+    The message names the RPC and the fix; the storefront stays up and payments pause.
+    """
+
+    code = "wallet"
+
+
+class PsbtRefused(BadRequest):
+    """A PSBT failed the checks made before any wallet signs it (wrong inputs, outputs, fee or sighash)."""
+
+    status = 422
+    code = "psbt_refused"

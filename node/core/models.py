@@ -36,6 +36,15 @@ class Policies(TypedDict):
     privacy: str
 
 
+class ModeratorTermsRecord(TypedDict):
+    """One accepted moderator as its signed offer named it (published in the store's catalog)."""
+
+    onion: str  # the moderator's node onion, no ".onion"
+    fee_percent: int  # 0..50, of the order amount
+    fee_sat: Sats  # a fixed fee, on top of the percentage
+    terms: str
+
+
 class Profile(TypedDict):
     name: str
     description: str
@@ -43,6 +52,11 @@ class Profile(TypedDict):
     moderators: list[str]  # onion addresses
     vacation: bool
     display_unit: str  # "sat" | "BTC" | "mBTC"
+    # Absent or None: the node's setting (``escrow_timeout_blocks`` / ``accept_window``); profiles stored
+    # before these keys existed load unchanged.
+    escrow_timeout_blocks: NotRequired[int | None]  # N of the vendor's timeout path, 144..65535 blocks
+    accept_window: NotRequired[int | None]  # seconds the vendor has to accept a paid order, 1 h .. 30 days
+    moderator_terms: NotRequired[list[ModeratorTermsRecord]]  # the moderators' fee and terms, from their offers
 
 
 class Client(TypedDict):

@@ -50,6 +50,9 @@ class Storage(Protocol):
     async def delete_store(self, onion: str) -> Path: ...
     async def seal_data(self, onion: str, next_seq: NextSeq) -> tuple[StoreRecord, list[Listing]]: ...
     async def listings(self, onion: str) -> list[Listing]: ...
+    async def listing(self, onion: str, listing_id: str) -> Listing | None:
+        """One listing, or None when the store has none with that id."""
+
     async def put_listings(self, onion: str, listings: Sequence[Listing], next_seq: NextSeq) -> Put: ...
     async def replace_listing(self, onion: str, listing: Listing, next_seq: NextSeq) -> int: ...
     async def delete_listing(self, onion: str, listing_id: str, next_seq: NextSeq) -> int: ...
@@ -215,3 +218,119 @@ class TextIndex(Protocol):
 
 TextIndexFactory = Callable[[Sequence[TextDoc]], TextIndex]
 """Builds the index of ``docs`` (document ``i`` at position ``i``); called once per snapshot, off the loop."""
+
+
+# -- the operator's Bitcoin Core over JSON-RPC (node/adapters/bitcoin.py) --------
+# Amounts are integer satoshis here; BTC decimals exist only inside the adapter.
+@dataclass(frozen=True)
+class WalletKey:
+    """A fresh key of the signing wallet: compressed pubkey hex and its origin ``[fingerprint/path]`` ("" if none)."""
+
+    pubkey: str  # 66 hex characters
+    origin: str  # e.g. "[d34db33f/84h/1h/0h/0/7]"; "" when the wallet gives none
+    address: str  # the bech32 address the key came with (kept for the record)
+
+
+@dataclass(frozen=True)
+class Utxo:
+    """An unspent output the watch-only wallet sees (mempool included)."""
+
+    txid: str
+    vout: int
+    amount_sat: int
+    confirmations: int  # 0 = in the mempool
+    address: str
+
+
+@dataclass(frozen=True)
+class PsbtInput:
+    """One input of a decoded PSBT, as far as the checks before signing need it."""
+
+    txid: str
+    vout: int
+    sequence: int
+    utxo_amount_sat: int | None  # witness_utxo amount; None when the PSBT carries no witness_utxo
+    utxo_script_hex: str | None  # witness_utxo scriptPubKey hex
+    witness_script_hex: str | None
+    sighash: str | None  # e.g. "ALL"; None = not set (ALL is used)
+    bip32_pubkeys: tuple[str, ...]  # pubkeys named in bip32_derivs
+    partial_sig_pubkeys: tuple[str, ...]  # pubkeys that have signed this input
+    final: bool  # final_scriptwitness present
+
+
+@dataclass(frozen=True)
+class PsbtOutput:
+    address: str | None  # None for a script without an address (refused by the checks)
+    script_hex: str
+    amount_sat: int
+
+
+@dataclass(frozen=True)
+class DecodedPsbt:
+    version: int  # the unsigned transaction's nVersion
+    locktime: int
+    inputs: tuple[PsbtInput, ...]
+    outputs: tuple[PsbtOutput, ...]
+    fee_sat: int | None  # None when an input's amount is unknown
+    vsize: int  # of the unsigned transaction (witness not counted)
+
+
+@dataclass(frozen=True)
+class Finalized:
+    complete: bool
+    hex: str | None  # the network-serialised transaction when complete
+
+
+class Bitcoin(Protocol):
+    """The operator's Bitcoin Core: a signing wallet (``bitcoin_wallet``) and a watch-only wallet per node.
+
+    Every failure is a ``WalletError`` (Core unreachable, wrong auth, RPC error) whose message says
+    what to do; it is never retried here (callers poll again later).
+    """
+
+    async def chain(self) -> str:
+        """``getblockchaininfo`` ``chain``: "main" | "test" | "testnet4" | "signet" | "regtest"."""
+
+    async def height(self) -> int: ...
+    async def new_key(self) -> WalletKey:
+        """``getnewaddress "" bech32`` + ``getaddressinfo`` in the signing wallet."""
+
+    async def checksum(self, descriptor: str) -> str:
+        """``getdescriptorinfo``'s checksum (8 characters) of ``descriptor`` (given without one)."""
+
+    async def derive_address(self, descriptor: str) -> str:
+        """``deriveaddresses`` of a descriptor with its checksum (exactly one address)."""
+
+    async def watch(self, descriptor: str) -> None:
+        """Import ``descriptor`` (with checksum) into the watch-only wallet (created/loaded on first use),
+        timestamp "now". Idempotent."""
+
+    async def unspent(self, addresses: Sequence[str]) -> list[Utxo]:
+        """``listunspent 0 9999999 [addresses]`` in the watch-only wallet (mempool included)."""
+
+    async def fee_rate(self) -> int:
+        """sat/vB for a payout: ``estimatesmartfee`` or the configured fallback, never below ``mempoolminfee``."""
+
+    async def create_psbt(
+        self, inputs: Sequence[tuple[str, int, int]], outputs: Sequence[tuple[str, int]], descriptor: str
+    ) -> str:
+        """An unsigned PSBT (base64), tx version 2, locktime 0: inputs ``(txid, vout, sequence)``, outputs
+        ``(address, sat)`` in that order; ``utxoupdatepsbt`` with ``descriptor`` fills witness_utxo,
+        witness_script and bip32_derivs."""
+
+    async def decode_psbt(self, psbt: str) -> DecodedPsbt:
+        """``decodepsbt``; a PSBT Core cannot parse is a ``ValidationError`` naming the problem."""
+
+    async def sign(self, psbt: str) -> str:
+        """``walletprocesspsbt psbt true "ALL" true false`` in the signing wallet; the PSBT it returns."""
+
+    async def combine(self, psbts: Sequence[str]) -> str: ...
+    async def finalize(self, psbt: str) -> Finalized: ...
+    async def test_accept(self, tx_hex: str) -> str | None:
+        """``testmempoolaccept``: None when accepted, else Core's reject reason (e.g. "non-BIP68-final")."""
+
+    async def broadcast(self, tx_hex: str) -> str:
+        """``sendrawtransaction``; the txid."""
+
+    async def tx_confirmations(self, txid: str) -> int | None:
+        """Confirmations of a transaction the watch-only wallet knows (0 = mempool), None if unknown."""

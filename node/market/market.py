@@ -242,10 +242,10 @@ class Market:
         return catalog.newest_first(await self._storage.listings(onion))
 
     async def listing(self, onion: str, listing_id: str) -> Listing:
-        for item in await self._storage.listings(onion):
-            if item["id"] == listing_id:
-                return item
-        raise NotFound(f"no listing {listing_id!r} in this store")
+        item = await self._storage.listing(onion, listing_id)
+        if item is None:
+            raise NotFound(f"no listing {listing_id!r} in this store")
+        return item
 
     async def add_listings(self, onion: str, inputs: Sequence[object]) -> list[Listing]:
         """Validate all, then store all in one atomic write (or nothing).

@@ -6,11 +6,15 @@ import inspect
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ..core.models import StoreRecord, StoreStatus
 from ..discovery.service import Discovery
 from ..market.market import Market
+
+if TYPE_CHECKING:  # the running node's and the CLI's contexts build them; operations only call them
+    from ..payments.moderation import ModeratorService
+    from ..payments.service import Payments
 
 PREFIX = "/api/v1"
 TorView = dict[str, object]  # "mode" and "state", and when connected bootstrap, version, socks, ...
@@ -35,6 +39,16 @@ class Context(Protocol):
     @property
     def discovery(self) -> Discovery:
         """Gossip, the directory and the crawler (``crawler`` is None where nothing can be fetched)."""
+        ...
+
+    @property
+    def payments(self) -> Payments:
+        """Orders and their escrow payouts (the vendor's side)."""
+        ...
+
+    @property
+    def moderation(self) -> ModeratorService:
+        """This node's moderation: its offer, and the disputes it decides."""
         ...
 
 

@@ -12,9 +12,9 @@ from ..core.models import StoreRecord
 from ..market.listings import validate as validate_listing
 from ..market.market import Market
 from ..operations.stores import StoreSummary, summary
-from . import appkeys, forms, render
+from . import admin_orders, appkeys, forms, render
 from .api import WebContext
-from .auth import COOKIE, set_session_cookie
+from .auth import COOKIE, SESSION, set_session_cookie
 from .render import page
 
 # After a redirect, ?done=<code> shows one of these (never text from the URL).
@@ -50,7 +50,7 @@ def _see(request: web.Request, name: str, query: dict[str, str] | None = None, *
 
 
 def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
-    session = request.get("session")
+    session = request.get(SESSION)
     notice = NOTICES.get(request.query.get("done", ""), "")
     base = {"csrf": session.csrf if session else "", "notice": notice, "tor": WebContext(request.app).tor()}
     return page(request, f"admin/{template}", {**base, **ctx}, status=status)
@@ -78,9 +78,17 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
-async def dashboard(request: web.Request) -> web.Response:
+async def _dashboard(
+    request: web.Request, errors: dict[str, str], values: dict[str, str], status: int = 200
+) -> web.Response:
+    """The stores, the newest orders and the sales of the last 30 days (an SVG drawn here)."""
     stores = [_summary(request, s) for s in await _market(request).stores()]
-    return _page(request, "dashboard.html", {"stores": stores, "errors": {}, "values": {}})
+    payments = await admin_orders.dashboard_parts(request.app)
+    return _page(request, "dashboard.html", {"stores": stores, "errors": errors, "values": values, **payments}, status)
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    return await _dashboard(request, {}, {})
 
 
 async def create_store(request: web.Request) -> web.Response:
@@ -89,8 +97,7 @@ async def create_store(request: web.Request) -> web.Response:
     try:
         record = await _market(request).create_store(values)
     except ValidationError as exc:
-        stores = [_summary(request, s) for s in await _market(request).stores()]
-        return _page(request, "dashboard.html", {"stores": stores, "errors": exc.fields, "values": values}, 422)
+        return await _dashboard(request, exc.fields, values, 422)
     raise _see(request, "store", {"done": "store-created"}, store=record["onion"])
 
 

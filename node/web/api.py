@@ -7,7 +7,7 @@ One route per entry of ``node.operations.TABLE``; only what is truly web
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +19,10 @@ from ..market.market import Market
 from . import appkeys
 from .bodies import read_form, read_json
 from .middlewares import Handler
+
+if TYPE_CHECKING:  # the running node's and the CLI's contexts build them; operations only call them
+    from ..payments.moderation import ModeratorService
+    from ..payments.service import Payments
 
 PREFIX = ops.PREFIX
 
@@ -48,6 +52,14 @@ class WebContext:
     @property
     def discovery(self) -> Discovery:
         return self._app[appkeys.DISCOVERY]
+
+    @property
+    def payments(self) -> Payments:
+        return self._app[appkeys.PAYMENTS]
+
+    @property
+    def moderation(self) -> ModeratorService:
+        return self._app[appkeys.MODERATION]
 
 
 async def _upload(request: web.Request) -> bytes:

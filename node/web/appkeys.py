@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ..discovery.service import Announcer, BlocklistPublisher, Discovery
     from ..hosting.publisher import Publisher
     from ..market.market import Market
+    from ..payments.moderation import ModeratorService
+    from ..payments.service import Payments
     from .auth import AdminAuth
     from .pagecache import PageCache
 
@@ -59,3 +61,7 @@ BLOCKLIST: web.AppKey[BlocklistPublisher] = web.AppKey("blocklist")
 DISCOVERY_RUNNERS: web.AppKey[dict[str, web.AppRunner]] = web.AppKey("discovery_runners")
 # name -> the loopback URL of that listener ("node", "directory").
 DISCOVERY_URLS: web.AppKey[dict[str, str]] = web.AppKey("discovery_urls")
+# Payments (present once its context started): orders, escrow payouts, the payment watcher.
+PAYMENTS: web.AppKey[Payments] = web.AppKey("payments")
+# This node's moderation service (offers, key requests, cases, disputes to decide).
+MODERATION: web.AppKey[ModeratorService] = web.AppKey("moderation")

@@ -35,6 +35,10 @@ class Session:
     expires: float
 
 
+# The logged-in admin session of a request (set by the guard on pages and forms).
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
+
+
 @dataclass
 class AdminAuth:
     password_hash: bytes | None
@@ -117,7 +121,7 @@ def make_guard(auth: AdminAuth) -> Middleware:
             token = str(form.get("csrf", ""))
             if not hmac.compare_digest(token.encode(), session.csrf.encode()):
                 raise Forbidden("missing or wrong form token: reload the page and try again")
-        request["session"] = session
+        request[SESSION] = session
         return await handler(request)
 
     return guard

@@ -15,10 +15,7 @@ takes only a few reports an hour.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -29,12 +26,12 @@ from aiohttp import web
 
 from ..core.errors import PasarError, Unavailable
 from . import appkeys
+from .formtokens import FormTokens
 
 if TYPE_CHECKING:
     from ..discovery.crawler import Crawler
     from ..discovery.directory import Directory
 
-TOKEN_TTL = 3600
 REPORTS_PER_LISTING = 5  # per REPORT_WINDOW
 REPORTS_PER_WINDOW = 200  # all listings together
 REPORT_WINDOW = 3600
@@ -74,31 +71,6 @@ class ReportLimiter:
             raise TooManyReports("this listing was reported several times in the last hour; thank you, try later")
         times.append(now)
         self._all.append(now)
-
-
-@dataclass
-class FormTokens:
-    """``<issued>.<hmac>`` over the issue time and what the form is about; valid ``ttl`` seconds."""
-
-    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    ttl: int = TOKEN_TTL
-    clock: Callable[[], float] = time.time
-
-    def _mac(self, issued: int, subject: str) -> str:
-        return hmac.new(self.secret, f"{issued}:{subject}".encode(), hashlib.sha256).hexdigest()
-
-    def issue(self, subject: str) -> str:
-        issued = int(self.clock())
-        return f"{issued}.{self._mac(issued, subject)}"
-
-    def valid(self, token: str, subject: str) -> bool:
-        stamp, _, mac = token.partition(".")
-        if not stamp.isdigit() or len(stamp) > 12:
-            return False
-        issued = int(stamp)
-        if not 0 <= self.clock() - issued <= self.ttl:
-            return False
-        return hmac.compare_digest(mac.encode(), self._mac(issued, subject).encode())
 
 
 @dataclass

@@ -13,6 +13,7 @@ from markupsafe import Markup, escape
 
 from ..discovery.models import SearchQuery, SearchResult
 from . import render
+from .auth import SESSION
 from .directory_state import ONION, state
 
 MAX_QUERY = 200
@@ -140,7 +141,7 @@ def pager(form: Mapping[str, str], *, number: int, size: int, total: int) -> Pag
 def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     """Render under the admin layout (admin app) or the public directory's own."""
     admin = state(request).admin
-    session = request.get("session")
+    session = request.get(SESSION)
     base: dict[str, Any] = {
         "layout": "admin/base.html" if admin else "directory/base.html",
         "admin": admin,

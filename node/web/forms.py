@@ -15,6 +15,7 @@ from .render import date
 
 _COUNT = re.compile(r"[0-9]{1,9}")
 _MONEY = re.compile(r"^\s*(\d{1,10})(?:\.(\d{1,2}))?\s*$")
+_HOURS = re.compile(r"\s*([0-9]{1,6}(?:\.[0-9]{1,4})?)\s*")
 
 
 def _str(form: Mapping[str, Any], name: str) -> str:
@@ -136,7 +137,16 @@ def inventory_input(form: Mapping[str, Any]) -> tuple[dict[str, dict[str, int | 
     return stock, errors
 
 
+def _seconds(hours: str) -> int | str | None:
+    """The accept window typed in hours (``72``, ``1.5``) as seconds; empty -> None; else the text, for validation."""
+    if not hours.strip():
+        return None
+    match = _HOURS.fullmatch(hours)
+    return round(float(match.group(1)) * 3600) if match else hours
+
+
 def profile_input(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile the store form describes; empty escrow fields mean the node's settings."""
     return {
         "name": _str(form, "name"),
         "description": _str(form, "description"),
@@ -144,6 +154,8 @@ def profile_input(form: Mapping[str, Any]) -> dict[str, Any]:
         "moderators": [m.strip() for m in _str(form, "moderators").split() if m.strip()],
         "vacation": "vacation" in form,
         "display_unit": _str(form, "display_unit") or "sat",
+        "escrow_timeout_blocks": _str(form, "escrow_timeout_blocks").strip() or None,
+        "accept_window": _seconds(_str(form, "accept_window_hours")),
     }
 
 

@@ -68,16 +68,25 @@ def _render(request: web.Request, status: int, code: str, message: str, payload:
     return page(request, "error.html", {"status": status, "code": code, "message": message}, status=status)
 
 
+def _where(request: web.Request) -> str:
+    """The request as the log names it: a storefront's paths may hold a buyer's secret (``/order/<token>``),
+    so there only the route's name is logged."""
+    if appkeys.STORE in request.app:
+        route = request.match_info.route.name if request.match_info.route else None
+        return f"{request.method} storefront route {route or '(none)'}"
+    return f"{request.method} {request.path}"
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PasarError as exc:
         if isinstance(exc, Unavailable):  # a part that is off, by the operator's choice: nothing went wrong
-            log.info("%s %s: %s", request.method, request.path, exc.message)
+            log.info("%s: %s", _where(request), exc.message)
         elif exc.status >= 500 and not isinstance(exc, ValidationError):
             # The reply is one line; the log keeps the traceback and its causes (``raise ... from exc``).
-            log.error("%s %s: %s", request.method, request.path, exc.message, exc_info=exc)
+            log.error("%s: %s", _where(request), exc.message, exc_info=exc)
         return _render(request, exc.status, exc.code, exc.message, exc.to_json())
     except web.HTTPException as exc:
         if exc.status < 400:

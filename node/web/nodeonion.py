@@ -1,4 +1,8 @@
-"""The node onion's own listener: gossip with peers and mirrors of other stores' catalogs.
+"""The node onion's own listener: gossip with peers, mirrors of other stores' catalogs, and moderation.
+
+Moderation (docs/protocol.md, "Moderation"): the signed offer, key requests
+and case messages from vendors' nodes, answered by this node's
+``ModeratorService`` (absent: 404).
 
 Served only here, never on a store onion or the admin listener, and nothing
 else is: no admin page, no API. Every reply is JSON or bytes; errors are the
@@ -8,16 +12,31 @@ one error renderer's ``{"error", "code"}``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 from aiohttp import web
 
-from ..core.errors import BadRequest, Misdirected, NotFound, PayloadTooLarge, Unavailable
+from ..core import crypto, envelope
+from ..core.errors import (
+    BadRequest,
+    Misdirected,
+    NotFound,
+    PasarError,
+    PayloadTooLarge,
+    StorageError,
+    Unavailable,
+    WalletError,
+)
+from ..core.models import Envelope
+from ..payments import moderation_wire
+from ..payments.moderation import ModeratorService
 from . import appkeys, middlewares, render
 from .directory_state import DIRWEB, IMAGE_ID, ONION, DirectoryWeb
 from .origin import check_same_origin
 from .storefront import loopback_hosts
 
+log = logging.getLogger(__name__)
 GOSSIP_PATH = "/.well-known/pasar/gossip"
 MIRROR_PATH = "/.well-known/pasar/mirror/{store}"
 MAX_GOSSIP_BYTES = 256 * 1024
@@ -108,6 +127,61 @@ async def mirror_thumb(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg", headers=headers)
 
 
+def _moderation(request: web.Request) -> ModeratorService:
+    service = _admin(request).get(appkeys.MODERATION)
+    if service is None:
+        raise NotFound("this node does not offer moderation")
+    return service
+
+
+def _signed(env: Envelope) -> web.Response:
+    return web.Response(
+        body=crypto.canonical_json(env), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _envelope(request: web.Request) -> object:
+    """The posted envelope, parsed strictly (``envelope.loads``); verified by the moderation service."""
+    limit = moderation_wire.MAX_BYTES
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"a moderation message is at most {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"a moderation message is at most {limit} bytes") from None
+    try:
+        return envelope.loads(raw)
+    except RecursionError:
+        raise BadRequest("moderation message nested too deeply") from None
+
+
+async def moderation_offer(request: web.Request) -> web.Response:
+    return _signed(await _moderation(request).signed_offer())
+
+
+def _internal(exc: PasarError) -> Unavailable:
+    """A failure inside this node (its Bitcoin Core, its database), as other nodes may read it: no address,
+    path or wallet name of ours; the operator's log has the details."""
+    log.warning("a moderation request failed inside this node (%s): %s", exc.code, exc.message)
+    return Unavailable("this moderator cannot answer right now; try again later")
+
+
+async def moderation_key(request: web.Request) -> web.Response:
+    service = _moderation(request)
+    try:
+        return _signed(await service.key_request(await _envelope(request)))
+    except (WalletError, StorageError) as exc:
+        raise _internal(exc) from exc
+
+
+async def moderation_case(request: web.Request) -> web.Response:
+    service = _moderation(request)
+    try:
+        return _signed(await service.case_message(await _envelope(request)))
+    except (WalletError, StorageError) as exc:
+        raise _internal(exc) from exc
+
+
 async def css(request: web.Request) -> web.Response:
     """Only for the error page of a browser that wandered here."""
     return web.Response(body=request.app[appkeys.CSS], content_type="text/css")
@@ -127,6 +201,9 @@ def create_node_app(admin_app: web.Application, *, onion: str | None = None) -> 
     app.router.add_post(GOSSIP_PATH, gossip, name="gossip")
     app.router.add_get(f"{MIRROR_PATH}/catalog.json", mirror_catalog, name="mirror-catalog")
     app.router.add_get(f"{MIRROR_PATH}/images/{{id}}.thumb.jpg", mirror_thumb, name="mirror-thumb")
+    app.router.add_get(moderation_wire.OFFER_PATH, moderation_offer, name="moderation-offer")
+    app.router.add_post(moderation_wire.KEY_PATH, moderation_key, name="moderation-key")
+    app.router.add_post(moderation_wire.CASE_PATH, moderation_case, name="moderation-case")
     app.router.add_get("/static/style.css", css, name="css")
     app.router.add_get("/favicon.ico", render.no_favicon)
     return app

@@ -19,12 +19,11 @@ from ..core.errors import Misdirected, NotFound
 from ..core.models import PublicListing
 from ..market.catalog import Page, Snapshot, browse
 from ..market.catalog import search as catalog_search
-from . import appkeys, bodies, middlewares, render
+from . import appkeys, bodies, checkout, middlewares, render
 from .origin import check_same_origin
 
 CATALOG_PATH = "/.well-known/pasar/catalog.json"
 MAX_QUERY = 100
-# Reserved for the payments issue (see docs/design.md): /cart, /checkout, /orders/{id}.
 SEARCH_PAGES: web.AppKey[SearchPages] = web.AppKey("search_pages")
 
 
@@ -36,19 +35,28 @@ def _int(value: str | None, default: int = 1) -> int:
 
 
 async def _page(
-    request: web.Request, template: str, context: Callable[[Snapshot], dict[str, Any]], *, cache: bool = True
+    request: web.Request,
+    template: str,
+    context: Callable[[Snapshot], dict[str, Any]],
+    *,
+    cache: bool = True,
+    live: checkout.CheckoutState | None = None,
+    status: int = 200,
+    cache_path: str | None = None,
 ) -> web.Response:
     """Render once per catalog version and page; then serve from memory.
 
     The cache key is the path and the page number, and a page is cached only
     if that page exists, so no query string can push real pages out. Search
-    results (unbounded queries) are rendered each time.
+    results (unbounded queries) are rendered each time. A listing page
+    (``live``) has its per-request parts (stock left, checkout form) filled
+    in after the cache (web/checkout.py).
     """
     app = request.app
     onion = app[appkeys.STORE]
     snap = await app[appkeys.MARKET].snapshot(onion)
     pages, number = app[appkeys.PAGES], _int(request.query.get("page"))
-    key = f"{request.path}?page={number}"
+    key = f"{cache_path or request.path}?page={number}"
     body = pages.get(onion, snap.seq, key) if cache else None
     if body is None:
         ctx: dict[str, object] = {
@@ -62,7 +70,9 @@ async def _page(
         page = ctx.get("page")
         if cache and (not isinstance(page, Page) or page.number == number):
             pages.put(onion, snap.seq, key, body)
-    return web.Response(body=body, content_type="text/html", charset="utf-8")
+    if live is not None:
+        body = await checkout.fill(request, snap, body, live)
+    return web.Response(body=body, status=status, content_type="text/html", charset="utf-8")
 
 
 async def home(request: web.Request) -> web.Response:
@@ -168,14 +178,31 @@ async def category(request: web.Request) -> web.Response:
     return await _page(request, "home.html", ctx)
 
 
-async def listing(request: web.Request) -> web.Response:
+def _listing_ctx(listing_id: str) -> Callable[[Snapshot], dict[str, Any]]:
     def ctx(snap: Snapshot) -> dict[str, Any]:
-        item = snap.by_id.get(request.match_info["id"])
+        item = snap.by_id.get(listing_id)
         if item is None:
             raise NotFound("this listing does not exist or is no longer offered")
-        return {"listing": item}
+        return {"listing": item, "live": checkout.live}
 
-    return await _page(request, "listing.html", ctx)
+    return ctx
+
+
+async def listing(request: web.Request) -> web.Response:
+    listing_id = request.match_info["id"]
+    live = checkout.CheckoutState(listing_id)
+    return await _page(request, "listing.html", _listing_ctx(listing_id), live=live)
+
+
+async def place_order(request: web.Request) -> web.Response:
+    """POST /checkout: 303 to the new order's page, or the listing page again with the reasons (4xx/5xx)."""
+    again = await checkout.place_order(request)
+    # Cached under the listing's own path, so the cache holds the same page whichever way it was reached.
+    if not again.listing_id:
+        raise NotFound("this listing does not exist or is no longer offered")
+    path = str(request.app.router["listing"].url_for(id=again.listing_id))
+    ctx = _listing_ctx(again.listing_id)
+    return await _page(request, "listing.html", ctx, live=again, status=again.status, cache_path=path)
 
 
 async def policies(request: web.Request) -> web.Response:
@@ -235,10 +262,12 @@ def create_store_app(parent: web.Application, onion: str) -> web.Application:
     app[appkeys.STORE] = onion
     app[SEARCH_PAGES] = SearchPages()
     render.attach(app, parent[appkeys.JINJA])
+    checkout.setup(app, parent)
     app.router.add_get("/", home, name="home")
     app.router.add_get("/search", search, name="search")
     app.router.add_get("/c/{slug}", category, name="category")
     app.router.add_get("/listing/{id}", listing, name="listing")
+    app.router.add_post("/checkout", place_order, name="checkout")
     app.router.add_get("/policies", policies, name="policies")
     app.router.add_get("/images/{name}", image, name="image")
     app.router.add_get("/static/style.css", css, name="css")

@@ -21,6 +21,7 @@ from node.core import config as cfg
 from node.core import errors
 
 from .conftest import make_node
+from .test_orders_api import payment_operations
 
 # Differ by design: a running node has listeners and statuses, the data directory has none.
 BY_CONTEXT = {"status", "state", "local_url"}
@@ -83,6 +84,7 @@ async def _every_operation(b: Backend, onion: str, name: str) -> dict[str, objec
     )
     r["set_inventory"] = await b.run(ops.listings.set_inventory, ops.listings.ListingBody(other, item.id, {"": 3}))
     r["delete_listing"] = await b.run(ops.listings.delete_listing, item)
+    r.update(await payment_operations(b, other))
     r["delete_store"] = await b.run(ops.stores.delete_store, ops.stores.StoreBody(other, {"confirm": other}))
     r.update(await _discovery_operations(b))
     return r

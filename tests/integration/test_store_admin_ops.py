@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
+import random
 import socket
 import subprocess
 import sys
@@ -17,6 +19,22 @@ import pytest
 from .conftest import cli_env, free_port
 from .pages import check_html
 from .test_admin import login
+
+
+def free_run(length: int) -> int:
+    """The first of ``length`` consecutive free loopback ports below the kernel's ephemeral range, where no
+    other test's port-0 listener or outgoing connection lands meanwhile (tests run in parallel workers)."""
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + length):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no run of free loopback ports found")
 
 
 def refused(url: str) -> bool:
@@ -248,7 +266,8 @@ async def test_admin_port_form(browser, api, running_node):
 
 def test_store_port_base_moves_only_new_stores_and_set_port_moves_old_ones(node_factory):
     node = node_factory()
-    base, later = free_port(), free_port()
+    base = free_run(1)
+    later = free_run(3)  # Late's port and the next ones, where "auto" moves Early
     node.cli("store", "create", "Early", "--store-port-base", str(base))
     node.cli("store", "create", "Late", "--store-port-base", str(later))
     ports = {s["name"]: s["port"] for s in json.loads(node.cli("store", "list", "--json").stdout)}

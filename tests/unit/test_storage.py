@@ -77,6 +77,18 @@ async def test_listings_persist_across_reopen_and_seq_increases(storage, tmp_pat
         await again.close()
 
 
+async def test_one_listing_is_read_as_a_copy_without_the_others(storage):
+    key = await make_store(storage)
+    await storage.put_listings(key.onion, [{"id": "a", "title": "A", "tags": ["x"]}, {"id": "b", "title": "B"}], bump)
+    one = await storage.listing(key.onion, "a")
+    assert one == {"id": "a", "title": "A", "tags": ["x"]}
+    one["tags"].append("changed")  # a copy: the stored listing is untouched
+    assert (await storage.listing(key.onion, "a"))["tags"] == ["x"]
+    assert await storage.listing(key.onion, "missing") is None
+    with pytest.raises(NotFound):
+        await storage.listing("a" * 56, "a")
+
+
 async def test_put_listings_skips_an_import_key_already_stored(storage, tmp_path):
     key = await make_store(storage)
     first = await storage.put_listings(key.onion, [{"id": "a", "import_key": "k1"}, {"id": "b"}], bump)
