@@ -36,6 +36,7 @@ import base64
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -340,26 +341,31 @@ async def upload_psbt(request: web.Request) -> web.StreamResponse:
     raise _back(request, "psbt", "payout")
 
 
-async def message(request: web.Request) -> web.Response:
+async def _text_form(
+    request: web.Request,
+    name: str,
+    act: Callable[[Payments, str, str, str], Awaitable[Order]],
+    done: str,
+    fragment: str,
+) -> web.Response:
+    """A one-field form of the order page (a message, a dispute): done -> back to the page; refused -> the page
+    again with the reason and what was typed."""
     service, order = await _order(request)
-    text = _field(await request.post(), "text")
+    text = _field(await request.post(), name)
     try:
-        await service.buyer_message(request.app[appkeys.STORE], request.match_info["token"], text)
+        await act(service, request.app[appkeys.STORE], request.match_info["token"], text)
     except PasarError as exc:
-        values = {"text": text}
+        values = {name: text}
         return await _order_page(request, service, order, status=exc.status, problem=buyer_text(exc), values=values)
-    raise _back(request, "message", "messages")
+    raise _back(request, done, fragment)
+
+
+async def message(request: web.Request) -> web.Response:
+    return await _text_form(request, "text", lambda p, *a: p.buyer_message(*a), "message", "messages")
 
 
 async def dispute(request: web.Request) -> web.Response:
-    service, order = await _order(request)
-    statement = _field(await request.post(), "statement")
-    try:
-        await service.buyer_dispute(request.app[appkeys.STORE], request.match_info["token"], statement)
-    except PasarError as exc:
-        values = {"statement": statement}
-        return await _order_page(request, service, order, status=exc.status, problem=buyer_text(exc), values=values)
-    raise _back(request, "dispute", "dispute")
+    return await _text_form(request, "statement", lambda p, *a: p.buyer_dispute(*a), "dispute", "dispute")
 
 
 def setup(app: web.Application, parent: web.Application) -> None:

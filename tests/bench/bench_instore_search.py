@@ -45,12 +45,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import procs
 from bench_storefront import host_cpu, http, make_listings, proc_cpu
-from procs import BenchError, free_port, node_env, pasar, port_open, stop_process
+from procs import BenchError, pasar
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
@@ -169,29 +169,9 @@ def node_main(argv: list[str]) -> int:
     return main(argv)
 
 
-@contextlib.contextmanager
-def running_node(data_dir: Path, shim: bool) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
+def running_node(data_dir: Path, shim: bool) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
     head = [sys.executable, str(HERE), "_node"] if shim else [sys.executable, "-m", "node"]
-    with open(data_dir / "node.log", "ab") as log:
-        proc = subprocess.Popen(
-            [*head, "run", "--no-tor", "--admin-port", str(port)],
-            env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not port_open(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (data_dir / "node.log").read_text(errors="replace")[-2000:]
-                    raise BenchError(f"node did not start (exit {proc.poll()}):\n{tail}")
-                time.sleep(0.05)
-            yield proc, port
-        finally:
-            stop_process(proc)
+    return procs.running_node(data_dir, head, start_timeout=START_TIMEOUT)
 
 
 def store_url(data_dir: Path, admin_port: int) -> str:

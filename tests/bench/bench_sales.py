@@ -52,13 +52,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import procs
 from bench_instore_search import START_TIMEOUT, store_url
 from bench_storefront import http, make_listings
-from procs import BenchError, free_port, node_env, pasar, port_open, stop_process
+from procs import BenchError, pasar
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -346,29 +347,9 @@ def node_rounds(args: argparse.Namespace, data_dir: Path, shim: bool) -> dict[st
     return {**rounds, "warm": warm, "contrast": contrast}
 
 
-@contextlib.contextmanager
-def running_node(data_dir: Path, shim: bool) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
+def running_node(data_dir: Path, shim: bool) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
     head = [sys.executable, str(Path(__file__).resolve()), "_node"] if shim else [sys.executable, "-m", "node"]
-    with open(data_dir / "node.log", "ab") as log:
-        proc = subprocess.Popen(
-            [*head, "run", "--no-tor", "--admin-port", str(port)],
-            env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not port_open(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (data_dir / "node.log").read_text(errors="replace")[-2000:]
-                    raise BenchError(f"node did not start (exit {proc.poll()}):\n{tail}")
-                time.sleep(0.05)
-            yield proc, port
-        finally:
-            stop_process(proc)
+    return procs.running_node(data_dir, head, start_timeout=START_TIMEOUT)
 
 
 def part_pages(args: argparse.Namespace, work: Path) -> dict[str, Any]:

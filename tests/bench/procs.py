@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,33 @@ def pasar(data_dir: Path, *args: str, **env: str) -> str:
     if proc.returncode != 0:
         raise BenchError(f"pasar {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     return proc.stdout
+
+
+@contextlib.contextmanager
+def running_node(
+    data_dir: Path, head: Sequence[str], *, start_timeout: float = 60.0
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``<head> run --no-tor`` on a free admin port, until it listens; stopped by its PID afterwards.
+
+    ``head`` is the command before ``run``: ``[python, "-m", "node"]``, or a bench script's own node mode.
+    """
+    port = free_port()
+    with open(data_dir / "node.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*head, "run", "--no-tor", "--admin-port", str(port)],
+            env=node_env(data_dir, PASAR_STORE_PORT_BASE="0", PASAR_LOG_LEVEL="warning"),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while not port_open(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (data_dir / "node.log").read_text(errors="replace")[-2000:]
+                    raise BenchError(f"node did not start (exit {proc.poll()}):\n{tail}")
+                time.sleep(0.05)
+            yield proc, port
+        finally:
+            stop_process(proc)

@@ -94,11 +94,11 @@ async def test_a_wrong_chain_or_a_dead_core_pauses_checkout_with_a_plain_reason(
 
     class DeadCore:
         async def chain(self) -> str:
-            raise WalletError("Bitcoin Core did not answer getblockchaininfo at http://10.0.0.7:8332")
+            raise WalletError("Bitcoin Core did not answer getblockchaininfo at http://core.lan.example:8332")
 
     dead = make(DeadCore())
     reason = await dead.check_status() or ""
-    assert "not reachable" in reason and "10.0.0.7" not in reason  # Core's address stays in the log
+    assert "not reachable" in reason and "core.lan.example" not in reason  # Core's address stays in the log
     assert dead.seen_down() == reason
 
 
@@ -125,7 +125,7 @@ async def test_a_moderator_that_offers_nothing_answered() -> None:
 
 
 def test_buyers_read_our_refusals_but_never_the_nodes_internals() -> None:
-    assert buyer_text(WalletError("Bitcoin Core at http://10.0.0.7:8332 refused our credentials")) == PAUSED
+    assert buyer_text(WalletError("Bitcoin Core at http://core.lan.example:8332 refused our credentials")) == PAUSED
     assert buyer_text(StorageError("/home/shop/.local/share/pasar/orders.sqlite is closed")) == PAUSED
     own = Unavailable("this store has too many unpaid orders right now; please try again in a while")
     assert buyer_text(own) == own.message
