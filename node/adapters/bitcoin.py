@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from bitcoinrpc.authproxy import AuthServiceProxy, JSONRPCException
 
-from ..core.errors import ValidationError, WalletError
+from ..core.errors import Unavailable, ValidationError, WalletError
 from ..core.ports import DecodedPsbt, Finalized, Utxo, WalletKey
 from .bitcoin_codec import (
     RPC_ALREADY_IN_UTXO_SET,
@@ -43,6 +43,7 @@ from .bitcoin_codec import (
     rpc_error,
     sat_per_vb,
     to_btc,
+    to_sats,
     utxo,
     wallet_key,
 )
@@ -59,6 +60,7 @@ RESCAN_RETRY = 0.1  # seconds between tries while another process's import resca
 
 # RPCs at once: enough for the watcher, a few checkouts and the admin; a hung Core holds no more threads.
 RPC_THREADS = 4
+RPC_INVALID_PARAMETER = -8  # e.g. a txid or block hash that is not 64 hex
 
 
 class BitcoinCore:
@@ -325,6 +327,66 @@ class BitcoinCore:
             return None
         confirmations = int(tx["confirmations"])
         return confirmations if confirmations >= 0 else None
+
+    async def send(self, address: str, amount_sat: int) -> str:
+        if amount_sat <= 0:
+            raise ValidationError({"amount_sat": "more than 0"}, "a payment needs a positive amount")
+        wallet = await self._signing_wallet()
+        # address, amount, comment, comment_to, subtractfeefromamount=false: the fee comes on top
+        return str(await self._wallet_rpc(wallet, "sendtoaddress", address, to_btc(amount_sat), "", "", False))
+
+    async def fund(self, address: str, amount_sat: int) -> tuple[str, str]:
+        """As ``ports.Bitcoin``: funded (coins locked), signed and finalized by the signing wallet; not sent."""
+        if amount_sat <= 0:
+            raise ValidationError({"amount_sat": "more than 0"}, "a payment needs a positive amount")
+        wallet = await self._signing_wallet()
+        # inputs chosen by the wallet, exact output, locktime 0, the chosen coins locked until broadcast
+        funded = await self._wallet_rpc(
+            wallet, "walletcreatefundedpsbt", [], [{address: to_btc(amount_sat)}], 0, {"lockUnspents": True}
+        )
+        signed = await self._wallet_rpc(wallet, "walletprocesspsbt", funded["psbt"], True, "ALL", True, True)
+        final = await self.finalize(str(signed["psbt"]))
+        if final.hex is None:
+            raise WalletError(f"wallet {wallet!r} did not sign the whole payment: check bitcoin_wallet")
+        return str((await self._rpc("decoderawtransaction", final.hex))["txid"]), final.hex
+
+    async def tx_block(self, txid: str) -> str | None:
+        """As ``ports.Bitcoin``: asks the watch-only wallet, then the signing wallet."""
+        for wallet in (self._watch, await self._signing_wallet()):
+            try:
+                tx = await self._wallet_rpc(wallet, "gettransaction", txid, True)
+            except RpcError as exc:
+                if exc.rpc_code != RPC_INVALID_ADDRESS_OR_KEY:
+                    raise
+                continue
+            block = tx.get("blockhash")
+            return str(block) if block and int(tx.get("confirmations", 0)) > 0 else None
+        return None
+
+    async def output_at(self, txid: str, vout: int, block: str) -> tuple[str, int] | None:
+        """As ``ports.Bitcoin``; ``Unavailable`` for a block Core does not know (yet): nothing is decided."""
+        try:
+            header = await self._rpc("getblockheader", block, True)
+        except RpcError as exc:
+            if exc.rpc_code == RPC_INVALID_PARAMETER:
+                return None  # not a block hash at all
+            if exc.rpc_code != RPC_INVALID_ADDRESS_OR_KEY:
+                raise
+            raise Unavailable(f"Bitcoin Core does not know block {block[:80]} yet (still syncing?)") from exc
+        if vout < 0 or int(header.get("confirmations", -1)) < 0:
+            return None  # a block of a branch that lost: its transactions count for nothing
+        try:
+            tx = await self._rpc("getrawtransaction", txid, True, block)
+        except RpcError as exc:
+            if exc.rpc_code not in (RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER):
+                raise
+            return None  # no such transaction in that block, or not hex at all
+        outputs = tx.get("vout") or []
+        if tx.get("in_active_chain") is False or vout >= len(outputs):
+            return None
+        out = outputs[vout]
+        address = out.get("scriptPubKey", {}).get("address")
+        return (str(address), to_sats(out["value"])) if address else None
 
     async def mempool_min_fee(self) -> int:
         """``getmempoolinfo`` ``mempoolminfee`` in sat/vB (rounded up)."""

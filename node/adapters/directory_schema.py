@@ -25,6 +25,11 @@ The file can be rebuilt from the network, so the app opens it with
   on the rows returned.
 - ``thumbs``: lazily fetched thumbnails, capped each and in total.
 - ``blocks``, ``reports``, ``subscriptions``: moderation.
+- ``reviews`` (migration 2): buyers' signed reviews, one per signer (the buyer's
+  per-order key; a higher seq replaces), from held catalogs (``in_catalog``)
+  and from gossip (``gossip_at``: when gossip first brought it), with the
+  result of the escrow outpoint's chain check (``chain``: "checked",
+  "unchecked" or "failed: ..."; ``checked_at`` NULL = not tried yet).
 """
 
 from __future__ import annotations
@@ -139,4 +144,30 @@ CREATE TABLE subscriptions (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "directory", _V1),)
+_V2 = """
+CREATE TABLE reviews (
+    signer TEXT PRIMARY KEY,
+    store TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    order_id TEXT NOT NULL,
+    listing TEXT NOT NULL,
+    rating INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
+    text TEXT NOT NULL,
+    outpoint TEXT NOT NULL,
+    block TEXT NOT NULL,
+    address TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    in_catalog INTEGER NOT NULL DEFAULT 0,
+    gossip_at INTEGER,
+    chain TEXT NOT NULL DEFAULT 'unchecked',
+    checked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX reviews_store ON reviews (store, issued_at);
+CREATE INDEX reviews_expiry ON reviews (expires_at);
+CREATE INDEX reviews_checked ON reviews (checked_at);
+CREATE INDEX reviews_order ON reviews (store, order_id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "directory", _V1), Migration(2, "reviews", _V2))

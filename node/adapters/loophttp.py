@@ -83,6 +83,7 @@ class LoopbackHttp:
         content_type: str = "application/json",
         max_bytes: int = MAX_BYTES,
         fresh_circuit: bool = False,  # no circuits on loopback
+        isolation: str = "",
     ) -> HttpReply:
         return await self._send("POST", url, body, {"Content-Type": content_type}, False, deadline, max_bytes)
 

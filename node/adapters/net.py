@@ -109,10 +109,10 @@ class TorHttp:
         self._fresh: dict[str, int] = {}  # onion -> how many times its circuits were replaced
 
     def isolation(self, onion: str) -> tuple[str, str]:
-        """SOCKS username and password for streams to ``onion``."""
+        """SOCKS username and password for streams to ``onion`` (or to a ``_key`` of one: its circuits)."""
         return f"pasar-{onion[:16]}", f"{self._salt}-{onion}-{self._fresh.get(onion, 0)}"
 
-    async def forget(self, url: str) -> None:
+    async def forget(self, url: str, isolation: str = "") -> None:
         """After a failure: drop the store's connections and move it to new circuits.
 
         A tor client keeps using a rendezvous circuit it believes is open; after
@@ -120,23 +120,25 @@ class TorHttp:
         isolation hang for minutes (measured: 50-180 s on the private network).
         New SOCKS credentials make tor build new circuits (measured: ~6 s).
         """
-        onion = onion_of(url)
-        self._fresh[onion] = self._fresh.get(onion, 0) + 1
-        session = self._sessions.pop(onion, None)
+        key = _key(onion_of(url), isolation)
+        self._fresh[key] = self._fresh.get(key, 0) + 1
+        session = self._sessions.pop(key, None)
         if session is not None:
             await session.close()
 
-    def session(self, url: str) -> aiohttp.ClientSession:
-        """The session for the store ``url`` points at (creating it if needed)."""
+    def session(self, url: str, isolation: str = "") -> aiohttp.ClientSession:
+        """The session for the store ``url`` points at (creating it if needed); ``isolation`` names circuits
+        of their own to that store (e.g. one purchase's: nothing at the network level links two of them)."""
         onion, endpoint = onion_of(url), self.endpoint()
-        session = self._sessions.pop(onion, None)
-        if session is not None and self._via.get(onion) != endpoint:
+        key = _key(onion, isolation)
+        session = self._sessions.pop(key, None)
+        if session is not None and self._via.get(key) != endpoint:
             self._close_later(session)
             session = None
         if session is None or session.closed:
-            self._via[onion] = endpoint
-            session = self._new_session(onion, endpoint, *self.isolation(onion))
-        self._sessions[onion] = session
+            self._via[key] = endpoint
+            session = self._new_session(onion, endpoint, *self.isolation(key))
+        self._sessions[key] = session
         while len(self._sessions) > self.max_sessions:
             # Callers keep fewer stores in flight than max_sessions, so the oldest is idle.
             gone, oldest = self._sessions.popitem(last=False)
@@ -213,12 +215,15 @@ class TorHttp:
         max_bytes: int = MAX_BYTES,
         pauses: Sequence[float] = RETRY_PAUSES,
         fresh_circuit: bool = False,
+        isolation: str = "",
     ) -> HttpReply:
         """POST ``body``, retried like ``get`` (so only for messages that are safe to receive twice).
 
         ``fresh_circuit``: on a SOCKS identity of its own, used once (a circuit no other request shares).
+        ``isolation``: on circuits kept for this name and this store only (reused by the next such request).
         """
-        request = _Request("POST", url, body, {"Content-Type": content_type}, False, max_bytes, fresh_circuit)
+        headers = {"Content-Type": content_type}
+        request = _Request("POST", url, body, headers, False, max_bytes, fresh_circuit, isolation)
         return await self._send(request, deadline, attempts, None, pauses)
 
     async def _send(
@@ -244,7 +249,7 @@ class TorHttp:
             if attempt + 1 >= attempts or time.monotonic() + pause >= give_up:
                 break
             log.debug("%s: attempt %d failed (%s); retrying on new circuits", url, attempt + 1, failures[-1])
-            await self.forget(url)  # a dead rendezvous circuit would stall this store
+            await self.forget(url, request.isolation)  # a dead rendezvous circuit would stall this store
             if before_retry is not None:
                 before_retry()
             await asyncio.sleep(pause)
@@ -257,7 +262,7 @@ class TorHttp:
             name, secret = f"pasar-{secrets.token_hex(8)}", secrets.token_hex(16)
             async with self._new_session(onion, self.endpoint(), name, secret, one_off=True) as session:
                 return await self._request_on(session, request)
-        return await self._request_on(self.session(request.url), request)
+        return await self._request_on(self.session(request.url, request.isolation), request)
 
     async def _request_on(self, session: aiohttp.ClientSession, request: _Request) -> HttpReply:
         async with session.request(
@@ -285,6 +290,12 @@ class _Request:
     allow_redirects: bool
     max_bytes: int
     fresh_circuit: bool
+    isolation: str = ""
+
+
+def _key(onion: str, isolation: str) -> str:
+    """Where sessions, circuits and failure counts are kept: per store, or per (store, isolation name)."""
+    return f"{onion}/{isolation}" if isolation else onion
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -5,7 +5,7 @@ Layout under the data directory::
     node.json                 node-wide state (schema version, admin password hash)
     node.lock                 flock held by the process that owns this data dir
     stores/<onion>/key        the store's 32-byte ed25519 seed (mode 0600)
-    stores/<onion>/store.json profile, listings and the catalog ``seq``
+    stores/<onion>/store.json profile, listings, buyers' reviews and the catalog ``seq``
     stores/<onion>/images/    re-encoded images, named by content hash
     deleted/<onion>-<time>/   a deleted store's folder, as it was (move it back to restore)
 
@@ -29,7 +29,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Document
 
 from ..core.errors import ConfigError, NotFound, StorageError
-from ..core.models import Listing, OnionOptions, Profile, StoreRecord
+from ..core.models import Listing, OnionOptions, Profile, StoredReview, StoreRecord
 from ..core.ports import ChoosePort, NextSeq, Put
 from . import dbfiles, storedirs
 from .datadir import DataDirLock
@@ -358,5 +358,32 @@ class Storage:
                 return self.image_path(onion, name).read_bytes()
             except FileNotFoundError:
                 raise NotFound("no such image") from None
+
+        return await self._call(run)
+
+    # -- reviews ---------------------------------------------------------
+    async def reviews(self, onion: str) -> list[StoredReview]:
+        """The store's reviews (a store made before reviews existed has no table: none)."""
+
+        def run() -> list[StoredReview]:
+            return cast(list[StoredReview], _all(self._db(onion), "reviews"))
+
+        return await self._call(run)
+
+    async def update_reviews(
+        self, onion: str, change: Callable[[list[StoredReview]], list[StoredReview] | None], next_seq: NextSeq
+    ) -> bool:
+        """``change(current)`` decides and the write follows in the same job; None writes nothing."""
+
+        def run() -> bool:
+            db = self._db(onion)
+            kept = change(cast(list[StoredReview], _all(db, "reviews")))
+            if kept is None:
+                return False
+            with file_of(db).batch():
+                table(db, "reviews").truncate()
+                table(db, "reviews").insert_multiple(copy.deepcopy(kept))
+                _new_seq(db, next_seq)
+            return True
 
         return await self._call(run)

@@ -39,11 +39,12 @@ from ..core.tasks import supervised
 from ..hosting.publisher import Publisher
 from ..hosting.spec import Unpublishable, onion_spec
 from ..market.market import Limits, Market
-from ..web import admin, admin_orders, api, appkeys, bodies, directory, listeners, middlewares, render
+from ..web import admin, admin_orders, api, appkeys, bodies, directory, listeners, middlewares, purchases, render
 from ..web.auth import AdminAuth, make_guard
 from ..web.listeners import url_for_host
 from ..web.pagecache import PageCache
 from .discovery import discovery_ctx
+from .messaging import messaging_open_ctx, purchases_ctx
 from .payments import BITCOIN, payments_open_ctx, payments_run_ctx
 
 __all__ = ["create_app", "port_probe", "read_token", "request_limit", "serve", "url_for_host"]
@@ -237,10 +238,13 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
 # them, so they open before any listener and close after the last one) < listeners (serve the market's
 # stores) < tor (publishes the listeners' targets) < http (through tor) < discovery (gossips and
 # crawls through http, publishes its onions through tor, serves moderation on the node onion) <
-# the payment watcher (asks moderators' node onions through http). Shutdown runs them backwards: the
-# watcher stops first, onions are withdrawn while their listeners still run, and the storage closes last.
+# the payment watcher (asks moderators' node onions through http) < the buyer's purchases (priced from
+# the directory) and the loops carrying node-order messages. The mailbox and the vendor's side of node
+# orders open with the payment databases: store onions answer node orders. Shutdown runs them backwards:
+# the loops stop first, onions are withdrawn while their listeners still run, and the storage closes last.
 CONTEXTS = (
-    storage_ctx, market_ctx, payments_open_ctx, listeners_ctx, tor_ctx, http_ctx, discovery_ctx, payments_run_ctx,
+    storage_ctx, market_ctx, payments_open_ctx, messaging_open_ctx, listeners_ctx, tor_ctx, http_ctx,
+    discovery_ctx, payments_run_ctx, purchases_ctx,
 )  # fmt: skip
 
 
@@ -281,6 +285,7 @@ def create_app(
     app.cleanup_ctx.extend(CONTEXTS)
     admin.add_routes(app)
     admin_orders.add_routes(app)
+    purchases.add_routes(app)
     directory.add_admin_routes(app)
     api.add_routes(app)
     return app

@@ -159,7 +159,7 @@ async def reconnect(bitcoin: Bitcoin, network: str, *, first: float = RECONNECT_
         delay = min(delay * 2, RECONNECT_CAP)
 
 
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:
@@ -198,5 +198,5 @@ async def payments_run_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await _stop(tasks)
+        await stop_tasks(tasks)
         parts.payments.ready.close()

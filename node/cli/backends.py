@@ -21,6 +21,7 @@ from ..adapters.datadir import read_lock_info
 from ..adapters.store import Storage
 from ..app import port_probe, read_token, url_for_host
 from ..app.discovery import open_parts
+from ..app.messaging import Messaging, Purchasing, open_messaging, open_purchases
 from ..app.payments import PaymentParts, open_payments
 from ..core import errors
 from ..core.config import Config
@@ -31,6 +32,7 @@ from ..market.limits import Limits
 from ..market.market import Market
 from ..payments.moderation import ModeratorService
 from ..payments.service import Payments
+from ..purchases.service import Purchases
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -64,6 +66,7 @@ class LocalContext:
         self._market, self._config = market, config
         self.opened: Discovery | None = None
         self.paying: PaymentParts | None = None
+        self.buying: Purchasing | None = None
 
     @property
     def discovery(self) -> Discovery:
@@ -78,6 +81,12 @@ class LocalContext:
     @property
     def moderation(self) -> ModeratorService:
         return self._payment_parts().moderation
+
+    @property
+    def purchases(self) -> Purchases:
+        if self.buying is None:
+            raise RuntimeError("LocalBackend.run opens purchases before an operation that needs them")
+        return self.buying.purchases
 
     def _payment_parts(self) -> PaymentParts:
         if self.paying is None:
@@ -104,6 +113,8 @@ class LocalContext:
 _DISCOVERY_OPS = {op.name for op in ops.discovery.OPERATIONS} | {ops.info.node_info.name}
 # Operations on orders and moderation: the local backend opens their databases (and Core's client) first.
 _PAYMENT_OPS = {op.name for op in ops.payments.OPERATIONS} - {ops.payments.set_store_moderators.name}
+# The buyer's purchases: their database, the mailbox, the directory (catalogs) and Core's client.
+_PURCHASE_OPS = {op.name for op in ops.purchases.OPERATIONS}
 
 
 class LocalBackend(Backend):
@@ -112,15 +123,35 @@ class LocalBackend(Backend):
     def __init__(self, market: Market, config: Config, stack: AsyncExitStack) -> None:
         self._context = LocalContext(market, config)
         self._config, self._stack = config, stack
+        self._messaging: Messaging | None = None
 
     async def run(self, op: ops.Operation[In, Out], inp: In) -> Out:
         if op.name in _DISCOVERY_OPS and self._context.opened is None:
             self._context.opened = await open_parts(self._config, self._stack, None)
             self._context.opened.gossip_on = self._config.gossip
-        if op.name in _PAYMENT_OPS and self._context.paying is None:
+        if op.name in _PURCHASE_OPS | _PAYMENT_OPS and self._context.paying is None:
             market = self._context.market
-            self._context.paying = await open_payments(self._config, self._stack, market=market, http=None)
+            paying = await open_payments(self._config, self._stack, market=market, http=None)
+            self._context.paying = paying
+            self._messaging = await open_messaging(self._config, self._stack, paying.payments)  # delivery states
+        if op.name in _PURCHASE_OPS and self._context.buying is None:
+            await self._open_purchases()
         return await op.call(self._context, inp)
+
+    async def _open_purchases(self) -> None:
+        """The buyer's side on a stopped node: what it places waits in the outbox until the node runs."""
+        if self._context.opened is None:
+            self._context.opened = await open_parts(self._config, self._stack, None)
+        if self._messaging is None:
+            raise RuntimeError("LocalBackend.run opens the mailbox with payments")
+        self._context.buying = await open_purchases(
+            self._config,
+            self._stack,
+            mailbox=self._messaging.mailbox,
+            bitcoin=self._context._payment_parts().bitcoin,
+            discovery=self._context.opened,
+            http=None,
+        )
 
 
 class RemoteError(PasarError):

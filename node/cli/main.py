@@ -23,6 +23,7 @@ from .commands import add_listing_commands, add_node_command, add_store_commands
 from .discovery import add_discovery_commands
 from .output import out, problem_lines
 from .payments import add_payment_commands
+from .purchases import add_purchase_commands
 from .testnet import add_testnet_commands
 
 log = logging.getLogger("pasar")
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_command(sub, common)
     add_discovery_commands(sub, common)
     add_payment_commands(sub, common)
+    add_purchase_commands(sub, common)
     return parser
 
 

@@ -237,6 +237,23 @@ class Config:
     fallback_fee_rate: int = setting(10, "sat/vB for payouts when Core has no fee estimate", _positive)
     max_fee_rate: int = setting(500, "highest fee rate (sat/vB) a payout may pay; higher is refused", _positive)
 
+    # -- node-to-node orders: signed store-and-forward messages (docs/protocol.md "Order messages") --
+    message_retry_first: float = setting(
+        15.0, "seconds before an unacknowledged order message is first re-sent (doubles, with jitter)", _poll
+    )
+    message_retry_cap: float = setting(3600.0, "longest wait (seconds) between re-sends of an order message", _poll)
+    message_give_up: int = setting(
+        14 * 86400,
+        "seconds before an unacknowledged order message shows failed (it is re-sent until acked, for 365 days)",
+        _at_least(60),
+    )
+    purchase_poll_interval: float = setting(
+        60.0, "seconds between asks to a store for news on this node's open purchases (>= 0.2)", _poll
+    )
+    review_grace: int = setting(
+        86400, "seconds a store has to put a gossiped review in its catalog before the directory flags it", _positive
+    )
+
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin.token"

@@ -135,6 +135,11 @@ def open_(env: Any, *, now: int, expected_type: str | None = None) -> Envelope:
         raise ValidationError({"type": f"expected {expected_type!r}, got {env['type']!r}"})
     unsigned = {k: v for k, v in env.items() if k != "sig"}
     check_signed(env, crypto.canonical_json(unsigned), now=now)
+    return typed(env)
+
+
+def typed(env: Mapping[str, Any]) -> Envelope:
+    """The ``Envelope`` record of a checked envelope's fields (its shape already verified)."""
     return Envelope(
         type=env["type"],
         v=env["v"],

@@ -25,6 +25,18 @@ class Errors(dict[str, str]):
         self.setdefault(field, message)
 
 
+def whole_number(errors: Errors, name: str, text: str, default: int, low: int, high: int) -> int:
+    """A query-string count (``limit``, ``offset``): ``default`` when empty; a problem in ``errors`` when it is
+    not a whole number from ``low`` to ``high``."""
+    text = text.strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        errors.add(name, f"must be a whole number from {low} to {high}")
+        return default
+    return int(text)
+
+
 def _clean_text(value: str, multiline: bool) -> str:
     value = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
     allowed = "\n\t" if multiline else ""

@@ -200,6 +200,18 @@ class CatalogBody(TypedDict):
 
     profile: Profile
     listings: list[PublicListing]
+    # The buyers' signed ``pasar.review`` envelopes, newest first; absent when the store holds none.
+    reviews: NotRequired[list[Envelope]]
+
+
+class StoredReview(TypedDict):
+    """A buyer's review as a store keeps it (its tinydb ``reviews`` table; one per signer)."""
+
+    signer: str  # the buyer's order-key address
+    seq: int
+    issued_at: int
+    expires_at: int
+    envelope: Envelope  # as verified (canonical JSON of it is the review's raw bytes)
 
 
 # -- onion publishing (node/hosting) -------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .models import HttpReply, Listing, OnionOptions, OnionSpec, Profile, StoreRecord
+from .models import HttpReply, Listing, OnionOptions, OnionSpec, Profile, StoredReview, StoreRecord
 
 # -- storage of stores (node/adapters/store.py) --------------------------------
 ChoosePort = Callable[[set[int]], int | None]
@@ -59,6 +59,13 @@ class Storage(Protocol):
     def image_path(self, onion: str, name: str) -> Path: ...
     async def missing_images(self, onion: str, names: set[str]) -> set[str]: ...
     async def put_image(self, onion: str, name: str, data: bytes) -> None: ...
+    async def reviews(self, onion: str) -> list[StoredReview]:
+        """The buyers' reviews the store holds (none for stores made before reviews existed)."""
+
+    async def update_reviews(
+        self, onion: str, change: Callable[[list[StoredReview]], list[StoredReview] | None], next_seq: NextSeq
+    ) -> bool:
+        """Replace the reviews with ``change(current)`` and take a new seq, in one job; None: nothing written."""
 
 
 # -- tor's control port (node/adapters/tor.py) ---------------------------------
@@ -127,10 +134,13 @@ class Http(Protocol):
         content_type: str = ...,
         max_bytes: int = ...,
         fresh_circuit: bool = ...,
+        isolation: str = ...,
     ) -> HttpReply:
         """POST ``body`` (idempotent messages only: it may be sent again after a transient failure).
 
         ``fresh_circuit``: over a circuit used for nothing else (a SOCKS identity of its own, once).
+        ``isolation``: over circuits kept for this name (and store) only, e.g. one purchase's, so the store
+        cannot link two purchases of one buyer node by their circuits.
         """
 
     async def close(self) -> None: ...
@@ -334,3 +344,22 @@ class Bitcoin(Protocol):
 
     async def tx_confirmations(self, txid: str) -> int | None:
         """Confirmations of a transaction the watch-only wallet knows (0 = mempool), None if unknown."""
+
+    async def send(self, address: str, amount_sat: int) -> str:
+        """``sendtoaddress address amount`` from the signing wallet (the fee on top, not subtracted); the txid.
+
+        A buyer's node funds an escrow with it, only after its own checks and the buyer's confirmation."""
+
+    async def tx_block(self, txid: str) -> str | None:
+        """The hash of the block holding a transaction the watch-only or signing wallet knows; None while it is
+        unconfirmed, unknown, or lost to a conflicting one."""
+
+    async def output_at(self, txid: str, vout: int, block: str) -> tuple[str, int] | None:
+        """``getrawtransaction txid true block``: output ``vout``'s address and sats; None when that block has no
+        such transaction or output, or is not in the active chain; ``Unavailable`` when Core does not know the
+        block (yet): nothing can be decided."""
+
+    async def fund(self, address: str, amount_sat: int) -> tuple[str, str]:
+        """A payment of exactly ``amount_sat`` to ``address`` from the signing wallet (the fee on top), built,
+        signed and finalized but NOT broadcast (its coins locked): ``(txid, raw hex)``. The caller stores both,
+        then ``broadcast``s the hex (again after a crash: same txid, never a second payment)."""

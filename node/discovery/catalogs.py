@@ -26,13 +26,14 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from ..core import addresses, crypto, envelope
+from ..core import addresses, crypto, envelope, reviews
 from ..core.errors import SignatureError, ValidationError
 from ..core.models import Sats
 from ..market.catalog import CATALOG_TYPE
 from .models import CatalogListing, VerifiedCatalog
 
 MAX_LISTINGS = 100_000
+MAX_REVIEWS = 1000  # reviews read from one catalog; more are skipped (and counted)
 MAX_NAME = 200
 MAX_DESCRIPTION = 20_000
 MAX_TITLE = 200
@@ -67,6 +68,7 @@ def verify_catalog(raw: bytes, *, store: str, now: int, expected_hash: str | Non
         raise SignatureError(f"the catalog is signed by {env['store']}, not by {store}")
     body = env["body"]
     name, description = _profile(body.get("profile"))
+    kept, bad = _reviews(body.get("reviews"), store, now)
     return VerifiedCatalog(
         store=store,
         seq=env["seq"],
@@ -77,7 +79,39 @@ def verify_catalog(raw: bytes, *, store: str, now: int, expected_hash: str | Non
         listings=_listings(body.get("listings")),
         raw=raw,
         hash=digest,
+        reviews=kept,
+        bad_reviews=bad,
     )
+
+
+def _reviews(items: object, store: str, now: int) -> tuple[tuple[reviews.Review, ...], int]:
+    """The catalog's buyer reviews that verify (receipt included) and are about ``store`` (one per signer,
+    highest seq; one per order, the first signer read wins), and how many entries were skipped: a bad review
+    never fails the catalog."""
+    if items is None:
+        return (), 0
+    if not isinstance(items, list):
+        return (), 1
+    kept: dict[str, reviews.Review] = {}
+    orders: dict[str, str] = {}  # order -> its signer
+    bad = max(0, len(items) - MAX_REVIEWS)
+    for item in items[:MAX_REVIEWS]:
+        try:
+            review = reviews.verify(item, now=now)
+        except (ValidationError, SignatureError):
+            bad += 1
+            continue
+        held = kept.get(review.signer)
+        taken = orders.get(review.order, review.signer) != review.signer
+        if review.store != store or taken or (held is not None and held.seq >= review.seq):
+            bad += 1
+            continue
+        bad += held is not None
+        if held is not None:
+            orders.pop(held.order, None)
+        kept[review.signer] = review
+        orders[review.order] = review.signer
+    return tuple(kept.values()), bad
 
 
 # -- envelope ------------------------------------------------------------------------

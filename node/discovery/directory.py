@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from ..core import ports
 from ..core.config import Config
 from ..core.errors import ValidationError
+from ..core.reviews import Review
 from . import directory_index as ix
 from . import directory_read as rd
 from . import moderation as mod
+from . import review_index as rv
 from .directory_batch import IndexBatcher
 from .models import (
     Block,
@@ -60,10 +62,15 @@ class DirectoryLimits:
     unreachable_drop_after: int = 14 * 86400
     reachable_window: int = 86400  # "reachable" = no failure since, and seen within this many seconds
     max_reports: int = mod.MAX_REPORTS
+    review_grace: int = 86400  # a gossiped review older than this before the held catalog must be in it
 
     @classmethod
     def from_config(cls, config: Config) -> DirectoryLimits:
-        return cls(unreachable_drop_after=config.unreachable_drop_after, mirror_total_bytes=config.mirror_total_bytes)
+        return cls(
+            unreachable_drop_after=config.unreachable_drop_after,
+            mirror_total_bytes=config.mirror_total_bytes,
+            review_grace=config.review_grace,
+        )
 
     @property
     def caps(self) -> ix.Caps:
@@ -189,13 +196,16 @@ class Directory:
     async def store(self, onion: str) -> DirectoryStore | None:
         if self.is_blocked(onion):
             return rd.blocked_store(onion)
-        since = self._reachable_since()
-        return await self._db.execute_fn(lambda conn: rd.store(conn, onion, reachable_since=since))
+        since, now, grace = self._reachable_since(), self._now(), self._limits.review_grace
+        return await self._db.execute_fn(
+            lambda conn: rd.store(conn, onion, reachable_since=since, now=now, grace=grace)
+        )
 
     async def stores(self, *, limit: int = 100, offset: int = 0) -> list[DirectoryStore]:
         limit, offset, since = max(1, min(limit, 1000)), max(0, offset), self._reachable_since()
+        now, grace = self._now(), self._limits.review_grace
         return await self._db.execute_fn(
-            lambda conn: rd.stores(conn, limit=limit, offset=offset, reachable_since=since)
+            lambda conn: rd.stores(conn, limit=limit, offset=offset, reachable_since=since, now=now, grace=grace)
         )
 
     async def categories(self) -> list[tuple[str, int]]:
@@ -243,6 +253,26 @@ class Directory:
 
     async def counts(self) -> tuple[int, int]:
         return await self._db.execute_fn(rd.counts)
+
+    # -- reviews ---------------------------------------------------------------------
+    async def add_reviews(self, reviews: Sequence[Review]) -> int:
+        """Keep reviews gossip brought (verified); those about blocked stores are dropped. Returns how many were new."""
+        wanted = [r for r in reviews if not self.is_blocked(r.store)]
+        if not wanted:
+            return 0
+        now = self._now()
+        return await self._db.execute_write_fn(lambda conn: rv.from_gossip(conn, wanted, now=now))
+
+    async def due_checks(self, *, limit: int, recheck_after: int) -> list[Review]:
+        """Reviews whose escrow outpoint is to be checked on chain (never checked, or "unchecked" long enough)."""
+        now = self._now()
+        return await self._db.execute_fn(
+            lambda conn: rv.due_checks(conn, now=now, recheck_before=now - recheck_after, limit=limit)
+        )
+
+    async def set_chain(self, review: Review, result: str) -> None:
+        now = self._now()
+        await self._db.execute_write_fn(lambda conn: rv.set_chain(conn, review, result, now=now))
 
     # -- moderation ------------------------------------------------------------------
     def is_blocked(self, store: str, tags: Sequence[str] = ()) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..core import ports
+from . import review_index
 from .models import CatalogListing, HeldCatalog, Source, VerifiedCatalog
 
 BACKOFF_BASE = 60  # seconds after the first failure, doubled each failure
@@ -101,6 +102,7 @@ def index_catalog(
     kept = wanted_listings(catalog, blocked)
     _upsert_store(conn, catalog, source=source, etag=etag, now=now, listings=len(kept))
     replace_listings(conn, catalog.store, kept, now)
+    review_index.from_catalog(conn, catalog, now=now)
     same_raw = old is not None and old["hash"] == catalog.hash
     if blocked and any(blocked.intersection(item.tags) for item in catalog.listings):
         # It carries a listing with a blocked tag: the signed copy cannot be trimmed, so it is not mirrored.
@@ -322,10 +324,12 @@ def purge_store(conn: ports.SqlConnection, store: str, *, keep_row: bool) -> Non
         )
     else:
         conn.execute("DELETE FROM stores WHERE onion = ?", (store,))
+        review_index.forget_store(conn, store)
 
 
 def expire(conn: ports.SqlConnection, *, now: int, drop_after: int) -> int:
-    """Forget expired catalogs (the crawl state stays) and drop stores unreachable for ``drop_after`` s."""
+    """Forget expired catalogs (the crawl state stays) and reviews, and drop stores unreachable for ``drop_after`` s."""
+    review_index.expire(conn, now=now)
     expired = [str(r[0]) for r in conn.execute("SELECT onion FROM stores WHERE expires_at <= ?", (now,)).fetchall()]
     for store in expired:
         purge_store(conn, store, keep_row=True)

@@ -26,7 +26,8 @@ from typing import Any
 
 from ..core import ports
 from ..core.models import Sats
-from .models import DirectoryStore, SearchPage, SearchQuery, SearchResult
+from . import review_index
+from .models import DirectoryStore, Rating, SearchPage, SearchQuery, SearchResult
 
 COUNT_CAP = 10_000
 SCAN_CAP = 20_000  # matches a filtered count of a broad query looks at, most recently indexed first
@@ -153,8 +154,8 @@ _SELECT_STORE = (
 )
 
 
-def _store(row: Any, *, reachable_since: int) -> DirectoryStore:
-    last_seen = row["last_seen"]
+def _store(conn: ports.SqlConnection, row: Any, *, reachable_since: int, now: int, grace: int) -> DirectoryStore:
+    last_seen, onion = row["last_seen"], row["onion"]
     return DirectoryStore(
         store=row["onion"],
         name=row["name"],
@@ -168,6 +169,8 @@ def _store(row: Any, *, reachable_since: int) -> DirectoryStore:
         source=row["source"],
         listings=int(row["listings"]),
         blocked=False,
+        rating=review_index.rating(conn, onion, now=now),
+        omitted=review_index.omitted(conn, onion, as_of=row["as_of"], grace=grace, now=now),
     )
 
 
@@ -186,20 +189,31 @@ def blocked_store(onion: str) -> DirectoryStore:
         source=None,
         listings=0,
         blocked=True,
+        rating=Rating(count=0, mean=None, stars=[0] * 5),
+        omitted=0,
     )
 
 
-def store(conn: ports.SqlConnection, onion: str, *, reachable_since: int) -> DirectoryStore | None:
+def store(
+    conn: ports.SqlConnection, onion: str, *, reachable_since: int, now: int, grace: int
+) -> DirectoryStore | None:
+    """One store with its reviews (the newest ``review_index.MAX_SHOWN``)."""
     row = conn.execute(_SELECT_STORE + " WHERE onion = ?", (onion,)).fetchone()
-    return None if row is None else _store(row, reachable_since=reachable_since)
+    if row is None:
+        return None
+    found = _store(conn, row, reachable_since=reachable_since, now=now, grace=grace)
+    found["reviews"] = review_index.shown(conn, onion, now=now)
+    return found
 
 
-def stores(conn: ports.SqlConnection, *, limit: int, offset: int, reachable_since: int) -> list[DirectoryStore]:
+def stores(
+    conn: ports.SqlConnection, *, limit: int, offset: int, reachable_since: int, now: int, grace: int
+) -> list[DirectoryStore]:
     rows = conn.execute(
         _SELECT_STORE + " ORDER BY name COLLATE NOCASE, onion LIMIT ? OFFSET ?",
         (limit, offset),
     ).fetchall()
-    return [_store(r, reachable_since=reachable_since) for r in rows]
+    return [_store(conn, r, reachable_since=reachable_since, now=now, grace=grace) for r in rows]
 
 
 def categories(conn: ports.SqlConnection, *, limit: int = 200) -> list[tuple[str, int]]:

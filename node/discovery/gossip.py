@@ -6,6 +6,10 @@ each, sends what it accepted since the last push to that peer and pulls what
 the peer accepted since the cursor it gave last time, so a steady-state
 round costs bytes in proportion to what is new, not to the network's size.
 
+Buyers' reviews (``pasar.review``) ride the same stream, keyed by their
+signer (``gossip_items.py``); they schedule no crawl: the new ones go to
+``on_reviews`` (the directory).
+
 Everything received is checked before anything is stored (``announce.verify``),
 in batches with a yield to the event loop between them, so a flood does not
 starve the node's other work. Announcements pushed by unauthenticated senders
@@ -24,9 +28,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..core import ports
-from ..core.errors import Conflict, PayloadTooLarge, SignatureError, Unreachable, ValidationError
+from ..core import ports, reviews
+from ..core.errors import Conflict, PasarError, PayloadTooLarge, SignatureError, Unreachable, ValidationError
+from ..core.reviews import Review
 from . import announce, gossip_own
+from . import gossip_items as items_
 from . import gossip_state as S
 from . import gossip_wire as wire
 from .gossip_types import GOSSIP_PATH, GossipLimits, HttpTransport, Intake, RoundStats, Transport
@@ -39,17 +45,7 @@ __all__ = ["GOSSIP_PATH", "Gossip", "GossipLimits", "HttpTransport", "Intake", "
 
 
 Renew = Callable[[str], Awaitable[Announcement | None]]
-
-
-def _verify_all(items: list[Any], now: int) -> list[Announcement | ValidationError | SignatureError]:
-    """``announce.verify`` each item (pure: runs on a worker thread)."""
-    results: list[Announcement | ValidationError | SignatureError] = []
-    for item in items:
-        try:
-            results.append(announce.verify(item, now=now))
-        except (ValidationError, SignatureError) as exc:
-            results.append(exc)
-    return results
+ReviewSink = Callable[[list[Review]], Awaitable[object]]
 
 
 class Gossip:
@@ -64,6 +60,7 @@ class Gossip:
         rng: random.Random | None = None,
         blocked: Callable[[str, Sequence[str]], bool] = lambda store, tags: False,
         renew: Renew | None = None,
+        on_reviews: ReviewSink | None = None,
     ) -> None:
         self.db = db
         self.transport = transport
@@ -73,6 +70,7 @@ class Gossip:
         self.rng = rng or random.SystemRandom()
         self._blocked = blocked
         self.renew = renew
+        self.on_reviews = on_reviews  # where new reviews go (the directory)
         self.peer_table = PeerTable(db, me=me, max_peers=limits.max_peers, interval=limits.gossip_interval)
         self.epoch = ""
         self.counter = 0
@@ -130,9 +128,11 @@ class Gossip:
         )
         return wire.encode_answer(self.epoch, last, more, len(self.held), chosen, peers)
 
-    def _servable(self, store: str) -> bool:
-        held = self.held.get(store)
-        return held is not None and not self._blocked(store, held.tags)
+    def _servable(self, key: str) -> bool:
+        held = self.held.get(key)
+        if held is None:
+            return False
+        return not (self._blocked(held.subject, ()) if held.subject else self._blocked(key, held.tags))
 
     # -- checking and storing ------------------------------------------------------
     async def take(self, items: list[Any], *, rank: int, now: int, origin: str | None = None) -> Intake:
@@ -142,7 +142,9 @@ class Gossip:
         thread, so a flood never holds the event loop for long.
         """
         intake = Intake()
-        todo: list[Announcement] = []
+        todo: list[items_.Gossiped] = []
+        # New reviewers this intake may add, and the reviews they replace:
+        room = items_.ReviewRoom(self.held, per_store=self.limits.max_reviews_per_store, total=self.limits.max_reviews)
         size, checked = self.limits.verify_batch, 0
         # A push of one item (a stem, or a store's own news) is always checked: one signature per request
         # costs little, and a flood of junk must not use up the budget that new stores' stems need.
@@ -153,9 +155,9 @@ class Gossip:
                 if self._prescreen(item, budgeted, intake, checked + len(batch)):
                     batch.append(item)
             checked += len(batch)
-            for result in await asyncio.to_thread(_verify_all, batch, now) if batch else []:
-                if isinstance(result, Announcement):
-                    if self._blocked(result.store, result.body["tags"]):
+            for result in await asyncio.to_thread(items_.verify_all, batch, now) if batch else []:
+                if isinstance(result, Announcement | Review):
+                    if items_.refused(result, self.held, self._blocked, room):
                         intake.refused += 1
                     else:
                         todo.append(result)
@@ -163,8 +165,11 @@ class Gossip:
                     intake.rejected += 1
                     intake.bad_signatures += isinstance(result, SignatureError)
         if todo:
-            await self._store(todo, rank, now, intake, origin)
+            await self._store(todo, rank, now, intake, origin, room.evicted)
         return intake
+
+    def _reviews_held(self) -> int:
+        return sum(1 for h in self.held.values() if h.subject)
 
     def _prescreen(self, item: Any, rank: int, intake: Intake, checked: int) -> bool:
         """False (counted) for what needs no signature check: copies of what is held, what would be refused."""
@@ -193,29 +198,42 @@ class Gossip:
         self._tokens -= 1
         return True
 
-    async def _store(self, todo: list[Announcement], rank: int, now: int, intake: Intake, origin: str | None) -> None:
-        cap = self.limits.max_announcements
-        batch = [(ann, rank) for ann in todo]
+    async def _store(self, todo: list[items_.Gossiped], rank: int, now: int, intake: Intake, origin: str | None,
+                     evict: Sequence[str] = ()) -> None:  # fmt: skip
+        # Reviews have their own share (``max_reviews``, room made before): announcements keep theirs whole.
+        gone = [key for key in evict if (held := self.held.get(key)) is not None and held.subject]
+        cap = (
+            self.limits.max_announcements + self._reviews_held() - len(gone) + sum(isinstance(i, Review) for i in todo)
+        )
+        batch = [(item, rank) for item in todo]
         async with self._writing:  # memory follows the database in the order the writes ran
             stored = await self.db.execute_write_fn(
-                lambda c: S.store_batch(c, batch, capacity=cap, now=now, origin=origin)
+                lambda c: S.store_batch(c, batch, capacity=cap, now=now, origin=origin, evict=gone)
             )
-            for store, kept in stored.final.items():
+            for key, kept in stored.final.items():
                 if kept is None:
-                    self.held.pop(store, None)
+                    self.held.pop(key, None)
                 else:
-                    self.held[store] = S.Held(kept.seq, kept.expires_at, tuple(kept.body["tags"]))
+                    self.held[key] = items_.held_of(kept)
             self.counter = max(self.counter, stored.counter)
             self._floor = stored.floor
-        for ann, outcome in zip(todo, stored.outcomes, strict=True):
+        new_reviews: list[Review] = []
+        for item, outcome in zip(todo, stored.outcomes, strict=True):
             if outcome is S.Outcome.NEW:
                 intake.accepted += 1
             elif outcome is S.Outcome.REFUSED:
                 intake.refused += 1
             else:
                 intake.duplicates += 1
+            if isinstance(item, Review) and outcome is S.Outcome.NEW:
+                new_reviews.append(item)
             if outcome is not S.Outcome.REFUSED:
-                await self.own.came_back(ann)
+                await self.own.came_back(item)
+        if new_reviews and self.on_reviews is not None:
+            try:
+                await self.on_reviews(new_reviews)
+            except PasarError as exc:  # gossip keeps and relays them; the directory gets them from a catalog later
+                log.warning("gossip: %d review(s) not handed to the directory: %s", len(new_reviews), exc.message)
 
     # -- client side ---------------------------------------------------------------
     async def round(self) -> RoundStats:
@@ -314,13 +332,22 @@ class Gossip:
                 await asyncio.sleep(max(0.0, min(left, left if due is None else due - self._clock())))
                 await self.own.stem_due(self.now(), RoundStats())
 
-    # -- own stores ----------------------------------------------------------------
+    # -- own stores and reviews -----------------------------------------------------
+    async def publish_review(self, raw: bytes) -> None:
+        """Gossip a review this node's buyer signed, by the stem rule like a store's announcement (nothing links
+        this node to it), and give it to this node's directory at once; ValidationError / SignatureError."""
+        review = reviews.verify(raw, now=self.now())
+        if self.on_reviews is not None:
+            await self.on_reviews([review])
+        await self.own.schedule(review)
+
     async def announce_own(self, ann: Announcement) -> None:
         await self.own.schedule(ann)
 
     def own_announcements(self) -> dict[str, Announcement]:
         """The node's own announcements it holds on to (stemmed, or waiting to be), by store."""
-        return {store: announce.from_stored(row.raw) for store, row in self.own.rows.items()}
+        rows = self.own.rows.items()
+        return {store: announce.from_stored(row.raw) for store, row in rows if not items_.is_review(row.raw)}
 
     async def withdraw_own(self, store: str) -> None:
         await self.own.withdraw(store)
@@ -351,12 +378,12 @@ class Gossip:
     async def announcements(self) -> list[Announcement]:
         now = self.now()
         raws = await self.db.execute_fn(lambda c: S.all_raw(c, now=now))
-        found = [announce.from_stored(raw) for raw in raws]
+        found = [announce.from_stored(raw) for raw in raws if not items_.is_review(raw)]
         return [a for a in found if not self._blocked(a.store, a.body["tags"])]
 
     async def announcement(self, store: str) -> Announcement | None:
         raw = await self.db.execute_fn(lambda c: S.one_raw(c, store))
-        if raw is None:
+        if raw is None or items_.is_review(raw):
             return None
         ann = announce.from_stored(raw)
         return None if self._blocked(ann.store, ann.body["tags"]) or ann.expires_at <= self.now() else ann
@@ -368,4 +395,5 @@ class Gossip:
             self._floor = None
 
     async def counts(self) -> tuple[int, int]:
-        return len(self.peer_table), len(self.held)
+        """(peers, store announcements held); reviews held are not counted here."""
+        return len(self.peer_table), len(self.held) - self._reviews_held()

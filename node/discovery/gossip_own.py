@@ -13,6 +13,9 @@
   peer is reachable it waits for the next round.
 - At half its lifetime the store's announcement is renewed (the ``renew``
   callback of ``Gossip`` re-signs it), and the new one follows the same path.
+- A review the node's buyer signed follows the same path (keyed by its
+  signer, the order key), so nothing links the buyer's node to its review;
+  it is not renewed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.errors import PayloadTooLarge, Unreachable, ValidationError
+from ..core.reviews import Review
+from . import gossip_items as items_
 from . import gossip_state as S
 from . import gossip_wire as wire
 from .models import Announcement
@@ -47,31 +52,34 @@ class OwnSchedule:
     async def _save(self, row: S.OwnRow) -> None:
         await self._g.db.execute_write_fn(lambda c: S.save_own(c, row))
 
-    async def schedule(self, ann: Announcement) -> None:
+    async def schedule(self, ann: Announcement | Review) -> None:
         """Stem ``ann`` after a random delay (nothing happens if a newer one is scheduled already)."""
-        old = self.rows.get(ann.store)
+        key = items_.key_of(ann)
+        old = self.rows.get(key)
         if old is not None and old.seq >= ann.seq:
             return
         delay = int(self._g.rng.uniform(0, self._g.limits.gossip_interval))
-        row = S.OwnRow(
-            ann.store, ann.seq, ann.issued_at, ann.expires_at, ann.raw, PENDING, self._g.now() + delay, None, 0
-        )
-        self.rows[ann.store] = row
+        row = S.OwnRow(key, ann.seq, ann.issued_at, ann.expires_at, ann.raw, PENDING, self._g.now() + delay, None, 0)
+        self.rows[key] = row
         await self._save(row)
 
     async def withdraw(self, store: str) -> None:
         self.rows.pop(store, None)
         await self._g.db.execute_write_fn(lambda c: S.delete_own(c, store))
 
-    async def came_back(self, ann: Announcement) -> None:
-        row = self.rows.get(ann.store)
+    async def came_back(self, ann: Announcement | Review) -> None:
+        row = self.rows.get(items_.key_of(ann))
         if row is not None and row.state != BACK and ann.seq >= row.seq:
             row.state = BACK
             await self._save(row)
 
     def renewals_due(self, now: int) -> list[str]:
-        """Own stores whose announcement is past half its lifetime."""
-        return [r.store for r in self.rows.values() if now >= r.issued_at + (r.expires_at - r.issued_at) // 2]
+        """Own stores whose announcement is past half its lifetime (reviews are not renewed)."""
+        return [
+            r.store
+            for r in self.rows.values()
+            if now >= r.issued_at + (r.expires_at - r.issued_at) // 2 and not items_.is_review(r.raw)
+        ]
 
     async def renew_due(self, now: int) -> None:
         renew = self._g.renew

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from ..core.ports import SqlConnection
+from ..core.reviews import REVIEW_TYPE, Review
 from .models import Announcement
 
 PUSHED = 0
@@ -39,11 +41,12 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Held:
-    """What the node keeps in memory about one held announcement."""
+    """What the node keeps in memory about one held announcement (or review: ``subject`` is its store)."""
 
     seq: int
     expires_at: int
     tags: tuple[str, ...] = ()
+    subject: str = ""  # a review's reviewed store; "" for an announcement
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Stored:
     while the table is full, the expires_at a newcomer must beat."""
 
     outcomes: list[Outcome]
-    final: dict[str, Announcement | None]  # every store added (its announcement) or evicted (None), as it ends
+    final: dict[str, Announcement | Review | None]  # every key added (its item) or evicted (None), as it ends
     counter: int
     floor: int | None
 
@@ -108,7 +111,7 @@ def init(conn: SqlConnection) -> Loaded:
     else:
         epoch = str(row[0])
     held = {
-        str(r[0]): Held(int(r[1]), int(r[2]), _tags(bytes(r[3])))
+        str(r[0]): _held(int(r[1]), int(r[2]), bytes(r[3]))
         for r in conn.execute("SELECT store, seq, expires_at, raw FROM announcements").fetchall()
     }
     peers = [PeerRow(*_peer_values(r)) for r in conn.execute(_SELECT_PEERS).fetchall()]
@@ -116,10 +119,12 @@ def init(conn: SqlConnection) -> Loaded:
     return Loaded(epoch, _counter(conn), held, peers, own)
 
 
-def _tags(raw: bytes) -> tuple[str, ...]:
-    """The tags of a stored (verified when stored) announcement."""
-    tags = json.loads(raw)["body"]["tags"]
-    return tuple(str(t) for t in tags)
+def _held(seq: int, expires_at: int, raw: bytes) -> Held:
+    """What memory keeps of a stored (verified when stored) announcement's tags, or a review's store."""
+    env = json.loads(raw)
+    if env["type"] == REVIEW_TYPE:
+        return Held(seq, expires_at, (), subject=str(env["body"]["store"]))
+    return Held(seq, expires_at, tuple(str(t) for t in env["body"]["tags"]))
 
 
 def _counter(conn: SqlConnection) -> int:
@@ -127,21 +132,33 @@ def _counter(conn: SqlConnection) -> int:
 
 
 def store_batch(
-    conn: SqlConnection, batch: list[tuple[Announcement, int]], *, capacity: int, now: int, origin: str | None
+    conn: SqlConnection,
+    batch: list[tuple[Announcement | Review, int]],
+    *,
+    capacity: int,
+    now: int,
+    origin: str | None,
+    evict: Sequence[str] = (),
 ) -> Stored:
-    """(write) Store verified announcements ``(announcement, rank)``: dedupe by (store, seq), evict past capacity.
+    """(write) Store verified items ``(announcement or review, rank)``: dedupe by (signer, seq), evict past capacity.
 
-    ``origin`` is the node they came from, if known (not pushed back to it).
+    An item is kept under its signer (``store`` column): a store's announcement under the store, a review under
+    the buyer's order key. ``origin`` is the node they came from, if known (not pushed back to it). ``evict``:
+    reviews (by signer) that make room for new ones (``gossip_items.ReviewRoom``), deleted first.
     """
     counter = _counter(conn)
+    final: dict[str, Announcement | Review | None] = {}
+    for key in evict:
+        conn.execute("DELETE FROM announcements WHERE store = ?", (key,))
+        final[key] = None
     count = int(conn.execute("SELECT count(*) FROM announcements").fetchone()[0])
     outcomes: list[Outcome] = []
-    final: dict[str, Announcement | None] = {}
     for ann, rank in batch:
-        row = conn.execute("SELECT seq, rank FROM announcements WHERE store = ?", (ann.store,)).fetchone()
+        key = ann.store if isinstance(ann, Announcement) else ann.signer
+        row = conn.execute("SELECT seq, rank FROM announcements WHERE store = ?", (key,)).fetchone()
         if row is not None and int(row[0]) >= ann.seq:
             if int(row[0]) == ann.seq and rank > int(row[1]):
-                conn.execute("UPDATE announcements SET rank = ? WHERE store = ?", (rank, ann.store))
+                conn.execute("UPDATE announcements SET rank = ? WHERE store = ?", (rank, key))
             outcomes.append(Outcome.DUPLICATE if int(row[0]) == ann.seq else Outcome.STALE)
             continue
         if row is None and count >= capacity:
@@ -157,10 +174,10 @@ def store_batch(
             "INSERT OR REPLACE INTO announcements"
             " (store, seq, issued_at, expires_at, counter, rank, received_at, origin, raw)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ann.store, ann.seq, ann.issued_at, ann.expires_at, counter, rank, now, origin, ann.raw),
+            (key, ann.seq, ann.issued_at, ann.expires_at, counter, rank, now, origin, ann.raw),
         )
         count += row is None
-        final[ann.store] = ann
+        final[key] = ann
         outcomes.append(Outcome.NEW)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'counter'", (str(counter),))
     return Stored(outcomes, final, counter, _floor(conn) if count >= capacity else None)

@@ -46,6 +46,8 @@ class GossipLimits:
     gossip_interval: int = 300
     max_peers: int = 256
     max_announcements: int = 20000
+    max_reviews: int = 20000  # buyers' reviews kept, besides the announcements
+    max_reviews_per_store: int = 2000  # of them about one store (its oldest make room for its new ones)
     announce_ttl: int = 7 * 86400
     fanout: int = 2
     max_message_bytes: int = wire.MAX_MESSAGE_BYTES

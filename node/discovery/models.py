@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from ..core.models import Sats
+from ..core.reviews import Review
 
 ANNOUNCE_TYPE = "pasar.announce"
 BLOCKLIST_TYPE = "pasar.blocklist"
@@ -90,6 +91,8 @@ class VerifiedCatalog:
     listings: tuple[CatalogListing, ...]
     raw: bytes
     hash: str  # "sha256:<hex>" of raw
+    reviews: tuple[Review, ...] = ()  # the buyers' reviews it carries that verify (one per signer)
+    bad_reviews: int = 0  # entries of its ``reviews`` skipped: not verifying, about another store, past the cap
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,29 @@ class HeldCatalog:
     next_try: int  # backoff: not before this time
 
 
+class DirectoryReview(TypedDict):
+    """One buyer's review as the directory shows it."""
+
+    signer: str  # the buyer's per-order key address
+    seq: int
+    rating: int  # 1..5
+    text: str
+    listing: str
+    order: str
+    issued_at: int
+    chain: str  # "checked" | "unchecked" | "failed: <why>": the escrow outpoint checked on chain
+    in_catalog: bool  # the store's held catalog carries it
+    gossip: bool  # gossip brought it
+
+
+class Rating(TypedDict):
+    """The reviews of a store that did not fail the chain check."""
+
+    count: int
+    mean: float | None  # rounded to 2 decimals; None without reviews
+    stars: list[int]  # how many reviews gave 1, 2, 3, 4, 5 stars
+
+
 class DirectoryStore(TypedDict):
     """``GET /api/v1/directory/stores/<onion>``: one store as the directory sees it."""
 
@@ -123,6 +149,11 @@ class DirectoryStore(TypedDict):
     source: str | None  # "direct" | "mirror" | None
     listings: int
     blocked: bool
+    rating: Rating
+    # Gossiped reviews of the store issued more than ``review_grace`` before its held catalog that the
+    # catalog leaves out (not counting those failing the chain check): > 0 flags "omits reviews".
+    omitted: int
+    reviews: NotRequired[list[DirectoryReview]]  # one store's page/API only: the newest, at most 200
 
 
 # -- search ----------------------------------------------------------------------

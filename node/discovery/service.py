@@ -41,9 +41,17 @@ class Discovery:
     gossip_on: bool = True  # the ``gossip`` setting
     running: bool = False  # the node is running (gossip and crawler loops), not the CLI on a stopped node
 
+    def __post_init__(self) -> None:
+        if self.gossip.on_reviews is None:  # the reviews gossip brings go to this node's directory
+            self.gossip.on_reviews = self.directory.add_reviews
+
     @property
     def node_onion(self) -> str:
         return self.node_key.onion
+
+    async def publish_review(self, raw: bytes) -> None:
+        """Gossip a review the buyer of this node signed; this node's directory shows it at once."""
+        await self.gossip.publish_review(raw)
 
     def need_crawler(self) -> Crawler:
         if self.crawler is None:

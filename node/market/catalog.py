@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..core import envelope, fields
 from ..core.crypto import StoreKey, canonical_json
-from ..core.models import CatalogBody, Listing, Profile, PublicListing
+from ..core.models import CatalogBody, Listing, Profile, PublicListing, StoredReview
 from ..core.ports import TextIndex, TextIndexFactory
 from . import listings as L
+from . import reviews as R
 from . import textsearch
 
 CATALOG_TYPE = "pasar.catalog"
@@ -76,14 +78,24 @@ def build(
     now: int,
     ttl: int,
     text_index: TextIndexFactory = textsearch.scan_index,
+    reviews: Sequence[StoredReview] = (),
 ) -> Snapshot:
-    """Seal the catalog and build what the storefront serves from (``text_index`` builds the search index)."""
+    """Seal the catalog and build what the storefront serves from (``text_index`` builds the search index).
+
+    ``reviews``: the buyers' reviews the store holds; the unexpired ones go in the body's ``reviews``
+    (absent when there are none, so a store without reviews publishes what it did before).
+    """
     active = newest_first([x for x in all_listings if L.is_active(x, now)])
     views = [L.public_view(x) for x in active]
     body = CatalogBody(profile=profile, listings=views)
+    published = R.published(reviews, now=now)
+    if published:
+        body["reviews"] = published
     env = envelope.seal(key, CATALOG_TYPE, body, seq=seq, issued_at=now, expires_at=now + ttl)
     data = canonical_json(env)
     expiries = [expires for x in active if (expires := x["expires_at"])]
+    if (review_expiry := R.next_expiry(reviews, now=now)) is not None:
+        expiries.append(review_expiry)
     refresh_at = min([now + ttl // 2, *expiries])
     return Snapshot(
         onion=key.onion,

@@ -27,6 +27,7 @@ from ..hosting import client_auth
 from . import catalog, images, textsearch
 from . import listings as L
 from . import profile as P
+from . import reviews as R
 from . import stores as S
 from .limits import Limits
 from .snapshots import Snapshots
@@ -345,6 +346,23 @@ class Market:
         if missing:
             raise ValidationError({"images": f"image {sorted(missing)[0][:12]}… was never uploaded to this store"})
 
+    # -- reviews ---------------------------------------------------------
+    async def add_review(self, onion: str, env: Mapping[str, object] | bytes) -> None:
+        """Keep a buyer's signed review (its envelope, as an object or its JSON bytes) in the store's catalog.
+
+        The rules are ``market.reviews``'s: one per signer, a higher seq replaces, the newest 1,000 kept.
+
+        Raises ValidationError / SignatureError for a review that does not verify or names another store;
+        a review no newer than the one held for its signer is ignored.
+        """
+        review = R.check(onion, env, now=self.now())
+        async with self._writing(onion):
+            changed = await self._storage.update_reviews(
+                onion, lambda held: R.merged(held, review, now=self.now()), self._next_seq
+            )
+        if changed:
+            await self._catalog_changed(onion)
+
     # -- catalog ---------------------------------------------------------
     async def _catalog_changed(self, onion: str) -> None:
         """Drop the store's snapshot and tell the observer (with the record carrying the new seq)."""
@@ -366,9 +384,10 @@ class Market:
         async def build() -> catalog.Snapshot:
             key = await self.key(onion)
             record, items = await self._storage.seal_data(onion, self._next_seq)
-            profile, seq, ttl = record["profile"], record["seq"], self.limits.catalog_ttl
+            held = await self._storage.reviews(onion)
+            profile, seq, ttl, index = record["profile"], record["seq"], self.limits.catalog_ttl, self._text_index
             return await asyncio.to_thread(
-                catalog.build, key, profile, items, seq=seq, now=self.now(), ttl=ttl, text_index=self._text_index
+                catalog.build, key, profile, items, seq=seq, now=self.now(), ttl=ttl, text_index=index, reviews=held
             )
 
         return await self._snapshots.get(onion, build)

@@ -11,7 +11,7 @@ node's admin API (``cli/backends.py``).
 What differs between the running node and the CLI working on the data
 directory (a store's listener and status, tor) is the ``Context``.
 Adding an operation: its input, output and call in the module of its kind
-(``stores``, ``listings``, ``info``, ``discovery``, ``payments``), and its entry in that module's
+(``stores``, ``listings``, ``info``, ``discovery``, ``payments``, ``purchases``), and its entry in that module's
 ``OPERATIONS``; a new kind is a new module and one more line in ``TABLE``.
 """
 
@@ -19,15 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import discovery, info, listings, payments, stores
+from . import discovery, info, listings, payments, purchases, stores
 from .base import PREFIX, Context, NoInput, Operation, TorView
 
 TABLE: tuple[Operation[Any, Any], ...] = (
     *stores.OPERATIONS, *listings.OPERATIONS, *info.OPERATIONS, *discovery.OPERATIONS, *payments.OPERATIONS,
+    *purchases.OPERATIONS,
 )  # fmt: skip
 BY_NAME = {op.name: op for op in TABLE}
 
 __all__ = [
     "BY_NAME", "PREFIX", "TABLE", "Context", "NoInput", "Operation", "TorView", "discovery", "info", "listings",
-    "payments", "stores",
+    "payments", "purchases", "stores",
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from ..market.market import Market
 if TYPE_CHECKING:  # the running node's and the CLI's contexts build them; operations only call them
     from ..payments.moderation import ModeratorService
     from ..payments.service import Payments
+    from ..purchases.service import Purchases
 
 PREFIX = "/api/v1"
 TorView = dict[str, object]  # "mode" and "state", and when connected bootstrap, version, socks, ...
@@ -49,6 +50,11 @@ class Context(Protocol):
     @property
     def moderation(self) -> ModeratorService:
         """This node's moderation: its offer, and the disputes it decides."""
+        ...
+
+    @property
+    def purchases(self) -> Purchases:
+        """This node's own purchases from other stores (the buyer's side of node-to-node orders)."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from ..core.models import Sats
+from ..messaging.models import InMessage, OutMessage
 from ..payments.models import Dispute, Message, ModeratorOffer, Order, Payout
 from ..payments.moderation_store import Case
 
@@ -104,11 +105,24 @@ class OrderView(TypedDict):
     pending: PendingView | None
     payouts: list[PayoutView]
     dispute: DisputeView | None
+    channel: str  # "browser" (the storefront's checkout) | "node" (a buyer's node, over signed messages)
+
+
+class NodeMessageView(TypedDict):
+    """One signed message of a node order (docs/protocol.md "Order messages") and where it is."""
+
+    id: str
+    kind: str
+    direction: str  # "out" (this node sent it) | "in"
+    at: int
+    delivery: str  # out: queued | sent | delivered | failed: <reason>; in: delivered
+    applied: str  # in: "" (waits for an earlier one) | "applied" | "rejected: <reason>"; out: ""
 
 
 class OrderDetail(OrderView):
     ship_to: str  # decrypted with the store's key (the vendor's view only)
     messages: list[MessageView]
+    node_messages: list[NodeMessageView]  # node orders only (empty for a Tor-Browser order)
 
 
 class ModerationView(TypedDict):
@@ -233,12 +247,30 @@ def order_view(order: Order) -> OrderView:
         pending=_pending(order.pending),
         payouts=[_payout(p) for p in order.payouts],
         dispute=_dispute(order.dispute),
+        channel=order.extra.get("channel", "browser"),
     )
 
 
-def order_detail(order: Order, ship_to: str, messages: list[tuple[Message, str]]) -> OrderDetail:
+def node_message_views(sent: list[OutMessage], received: list[InMessage]) -> list[NodeMessageView]:
+    out = [
+        NodeMessageView(id=m.id, kind=m.kind, direction="out", at=m.created_at, delivery=m.delivery_text(), applied="")
+        for m in sent
+    ]
+    into = [
+        NodeMessageView(id=m.id, kind=m.kind, direction="in", at=m.received_at, delivery="delivered", applied=m.applied)
+        for m in received
+    ]
+    return sorted([*out, *into], key=lambda v: v["at"])
+
+
+def order_detail(
+    order: Order,
+    ship_to: str,
+    messages: list[tuple[Message, str]],
+    node_messages: list[NodeMessageView] | None = None,
+) -> OrderDetail:
     shown = [MessageView(at=m.at, sender=m.sender.value, text=text) for m, text in messages]
-    return OrderDetail(**order_view(order), ship_to=ship_to, messages=shown)
+    return OrderDetail(**order_view(order), ship_to=ship_to, messages=shown, node_messages=node_messages or [])
 
 
 def moderation_view(offer: ModeratorOffer) -> ModerationView:

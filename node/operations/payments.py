@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ..core.errors import ValidationError
-from ..core.fields import Errors
+from ..core.fields import Errors, whole_number
 from ..core.models import ModeratorTermsRecord, Sats
 from ..market import profile as P
 from ..payments.models import OrderState
@@ -22,6 +22,7 @@ from .order_views import (
     OrderView,
     case_view,
     moderation_view,
+    node_message_views,
     order_detail,
     order_view,
 )
@@ -126,20 +127,10 @@ class StoreModerators(TypedDict):
 DEFAULT_ORDERS, MAX_ORDERS, MAX_SKIP = 100, 1000, 10**9
 
 
-def _count(errors: Errors, name: str, text: str, default: int, low: int, high: int) -> int:
-    text = text.strip()
-    if not text:
-        return default
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        errors.add(name, f"must be a whole number from {low} to {high}")
-        return default
-    return int(text)
-
-
 async def _list_orders(ctx: Context, inp: OrderQuery) -> list[OrderView]:
     errors = Errors()
-    limit = _count(errors, "limit", inp.limit, DEFAULT_ORDERS, 1, MAX_ORDERS)
-    offset = _count(errors, "offset", inp.offset, 0, 0, MAX_SKIP)
+    limit = whole_number(errors, "limit", inp.limit, DEFAULT_ORDERS, 1, MAX_ORDERS)
+    offset = whole_number(errors, "offset", inp.offset, 0, 0, MAX_SKIP)
     if errors:
         raise ValidationError(errors)
     store = await ctx.market.resolve(inp.store) if inp.store.strip() else None
@@ -151,7 +142,9 @@ async def _list_orders(ctx: Context, inp: OrderQuery) -> list[OrderView]:
 async def _get_order(ctx: Context, inp: OrderRef) -> OrderDetail:
     order = await ctx.payments.order(inp.id)
     ship_to, messages = await ctx.payments.reveal(order)
-    return order_detail(order, ship_to, messages)
+    told = ctx.payments.node_messages
+    node = node_message_views(*await told(order.id)) if told is not None else []
+    return order_detail(order, ship_to, messages, node)
 
 
 async def _accept(ctx: Context, inp: OrderBody) -> OrderView:

@@ -14,6 +14,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ..core import addresses
 from ..core.errors import Conflict, NotFound, PasarError, Unavailable, Unreachable, ValidationError
@@ -21,7 +22,7 @@ from ..core.models import Listing, Profile, Sats
 from . import escrow, pricing
 from . import moderation_wire as wire
 from .flows import Ctx
-from .models import Escrow, HistoryEntry, KeyRef, ModeratorOffer, ModeratorTerms, Order, OrderItem, OrderState
+from .models import Escrow, HistoryEntry, KeyRef, ModeratorOffer, Order, OrderItem, OrderState, SignedTerms
 from .moderation_wire import KeyRequest
 from .pricing import CheckoutForm
 from .sealing import seal_to_onion
@@ -29,6 +30,9 @@ from .settings import PaymentSettings
 
 log = logging.getLogger(__name__)
 ACCEPT_WINDOW = "accept_window"  # ``Order.extra`` key: the store's window (seconds) the buyer agreed to
+# ``Order.extra`` of an order placed by a buyer's node: its order-key address, "node", the moderator's answer.
+PEER, CHANNEL, MODERATOR_ANSWER = "peer", "channel", "moderator_answer"
+NODE_CHANNEL = "node"
 
 
 def store_terms(profile: Profile, settings: PaymentSettings) -> tuple[int, int]:
@@ -138,21 +142,38 @@ async def _room_for_one_more(ctx: Ctx, store: str) -> None:
         )
 
 
+# A node buyer's order id asked again after a crash between the moderator's answer and the order's insert
+# (this node drew new keys): the moderator's refusal says so (``ModeratorService``'s words).
+_KEY_GIVEN = "already has this moderator's key"
+
+
+class UsedOrderId(Conflict):
+    """The moderator already gave this order id a key (for other keys): the id cannot be placed any more."""
+
+
 class TermsChanged(Conflict):
     """The moderator's key answer names another fee or terms than the offer the buyer was shown."""
 
 
 async def _moderator_key(
     ctx: Ctx, store: str, moderator: str, order_id: str, details: KeyRequest, shown: ModeratorOffer | None
-) -> ModeratorTerms:
+) -> SignedTerms:
     """The moderator's key for this order, on the terms the buyer saw; any refusal is ``Unreachable`` (the
-    form then offers the store's other moderators), a change of terms is ``TermsChanged``."""
+    form then offers the store's other moderators), a change of terms is ``TermsChanged``; a key given to
+    this order id before (for other keys) is ``UsedOrderId``."""
     try:
-        terms = await ctx.moderation.request_key(store, moderator, order_id, details)
+        signed = await ctx.moderation.signed_key(store, moderator, order_id, details)
     except Unreachable:
         raise
+    except Conflict as exc:
+        if _KEY_GIVEN in exc.message:
+            raise UsedOrderId(
+                f"the moderator {moderator}.onion already gave order {order_id} a key: place the order again"
+            ) from exc
+        raise Unreachable(f"the moderator {moderator}.onion cannot take this order now ({exc.message})") from exc
     except PasarError as exc:  # it answered, but will not take this order (disabled, rate limit, bad answer)
         raise Unreachable(f"the moderator {moderator}.onion cannot take this order now ({exc.message})") from exc
+    terms = signed.terms
     if shown is not None:
         agreed = (shown.fee_percent, shown.fee_sat, wire.terms_hash(shown.terms))
         if (terms.fee_percent, terms.fee_sat, terms.terms_hash) != agreed:
@@ -160,18 +181,71 @@ async def _moderator_key(
                 f"the moderator {moderator}.onion changed its fee or terms since this page was shown: "
                 "nothing was placed; reload the page to read them"
             )
-    return terms
+    return signed
 
 
-async def place(ctx: Ctx, store: str, form: CheckoutForm, *, shown: ModeratorOffer | None = None) -> tuple[Order, str]:
+@dataclass(frozen=True)
+class NodeBuyer:
+    """A buyer's node placing the order (``node_orders``): its order id and order-key address, the amount it
+    priced from the store's signed catalog (before any coupon) and the listing's hash it read there."""
+
+    order_id: str
+    peer: str
+    amount_sat: Sats
+    listing_hash: str = ""  # the listing as the buyer's node read it ("": not checked)
+
+
+async def _new_id(ctx: Ctx, node: NodeBuyer | None) -> tuple[str, str]:
+    """The order id and the buyer's secret token (a node buyer has its own id and no token: a random hash)."""
+    token = secrets.token_urlsafe(24)
+    if node is None:
+        return secrets.token_hex(8), token
+    try:
+        await ctx.store.get(node.order_id)
+    except NotFound:
+        return node.order_id, token
+    raise Conflict(f"the order id {node.order_id} is already used on this store: place the order again")
+
+
+def _check_amount(item: OrderItem, node: NodeBuyer | None) -> None:
+    """A node buyer priced the order itself from the listing it read: the listing must be the same, and the
+    store's price too (less with a coupon)."""
+    if node is None:
+        return
+    if node.listing_hash and node.listing_hash != item.listing_hash:
+        raise ValidationError(
+            {"listing_hash": "the listing changed"},
+            "the listing changed since your node read it: check out again once it has the store's new catalog",
+        )
+    total = item.total_sat
+    if total == node.amount_sat or (item.discount_sat > 0 and total <= node.amount_sat):
+        return
+    raise ValidationError(
+        {"amount_sat": f"the price is now {total} sat"},
+        f"the price changed: it is now {total} sat; check out again",
+    )
+
+
+def _extra(window: int, node: NodeBuyer | None, signed: SignedTerms) -> dict[str, str]:
+    extra = {ACCEPT_WINDOW: str(window)}
+    if node is not None:
+        extra.update({PEER: node.peer, CHANNEL: NODE_CHANNEL, MODERATOR_ANSWER: signed.answer})
+    return extra
+
+
+async def place(
+    ctx: Ctx, store: str, form: CheckoutForm, *, shown: ModeratorOffer | None = None, node: NodeBuyer | None = None
+) -> tuple[Order, str]:
     """The stored order (awaiting payment) and the buyer's secret token; ``shown``: the chosen moderator's
-    offer as the checkout form showed it (the key answer must name the same fee and terms)."""
+    offer as the checkout form showed it (the key answer must name the same fee and terms); ``node``: the
+    buyer's node placing it (its order id; the price it expects)."""
     item, reservation, buyer, refund, moderator = await validate(ctx, store, form)
+    _check_amount(item, node)
     with _under_way(ctx, store, item):  # entered with no await since validate's stock check
         await _room_for_one_more(ctx, store)
+        order_id, token = await _new_id(ctx, node)
         blocks, window = store_terms((await ctx.market.store(store))["profile"], ctx.settings)
         btc = ctx.wallet()
-        order_id, token = secrets.token_hex(8), secrets.token_urlsafe(24)
         vendor, timeout = await btc.new_key(), await btc.new_key()
         details = KeyRequest(
             amount_sat=Sats(item.total_sat),
@@ -183,8 +257,8 @@ async def place(ctx: Ctx, store: str, form: CheckoutForm, *, shown: ModeratorOff
             network=ctx.settings.network,
             accept_window=window,
         )
-        terms = await _moderator_key(ctx, store, moderator, order_id, details, shown)
-        built = await _escrow(ctx, buyer, details.vendor, terms.pubkey, details.vendor_timeout, blocks)
+        signed = await _moderator_key(ctx, store, moderator, order_id, details, shown)
+        built = await _escrow(ctx, buyer, details.vendor, signed.terms.pubkey, details.vendor_timeout, blocks)
         now = ctx.now()
         order = Order(
             id=order_id,
@@ -198,10 +272,10 @@ async def place(ctx: Ctx, store: str, form: CheckoutForm, *, shown: ModeratorOff
             refund_address=refund,
             ship_to_sealed=seal_to_onion(store, form.ship_to.strip()),
             escrow=built,
-            moderator=terms,
+            moderator=signed.terms,
             pay_by=now + ctx.settings.payment_window,
             vendor_address=vendor.address,
             history=(HistoryEntry(at=now, state=OrderState.AWAITING_PAYMENT, note="order placed"),),
-            extra={ACCEPT_WINDOW: str(window)},
+            extra=_extra(window, node, signed),
         )
         return await ctx.store.insert(order, reservation, max_unpaid=ctx.settings.max_unpaid), token

@@ -118,6 +118,15 @@ class ModeratorTerms:
 
 
 @dataclass(frozen=True)
+class SignedTerms:
+    """A moderator's key answer: the terms read from it and the signed envelope itself (canonical JSON), which
+    a buyer's node checks on its own (it names the order, the store, the moderator's key and the escrow)."""
+
+    terms: ModeratorTerms
+    answer: str
+
+
+@dataclass(frozen=True)
 class OrderItem:
     """What was bought, priced exactly as the listing said at checkout."""
 

@@ -23,7 +23,7 @@ from ..core.models import Envelope, HttpReply
 from ..market.market import Market
 from . import codec, escrow
 from . import moderation_wire as wire
-from .models import ModeratorOffer, ModeratorTerms, Order
+from .models import ModeratorOffer, ModeratorTerms, Order, SignedTerms
 from .moderation_wire import CaseAnswer, KeyAnswer, KeyRequest
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ class ModeratorClient:
         """The moderator's fresh key for ``order_id``, its fee and terms hash (see ``request_escrow_key``)."""
         return (await self.request_escrow_key(store, moderator_onion, order_id, details)).terms
 
+    async def signed_key(self, store: str, moderator_onion: str, order_id: str, details: KeyRequest) -> SignedTerms:
+        """As ``request_key``, with the moderator's signed answer kept (canonical JSON) for a buyer's node."""
+        key, answer = await self._key_answer(store, moderator_onion, order_id, details)
+        return SignedTerms(terms=key.terms, answer=crypto.canonical_json(answer).decode("utf-8"))
+
     async def request_escrow_key(
         self, store: str, moderator_onion: str, order_id: str, details: KeyRequest
     ) -> KeyAnswer:
@@ -74,6 +79,11 @@ class ModeratorClient:
         The address is checked here against the escrow built from the keys: a moderator answering with
         another escrow is refused (``SignatureError``). Sending the same request again gets the same key.
         """
+        return (await self._key_answer(store, moderator_onion, order_id, details))[0]
+
+    async def _key_answer(
+        self, store: str, moderator_onion: str, order_id: str, details: KeyRequest
+    ) -> tuple[KeyAnswer, Envelope]:
         body = wire.key_request_body(moderator_onion, order_id, details)
         env, answer = await self._exchange(store, moderator_onion, wire.KEY_PATH, wire.KEY_REQUEST_TYPE, body)
         if answer["type"] != wire.KEY_TYPE:
@@ -89,7 +99,7 @@ class ModeratorClient:
         )
         if key.address != expected:
             raise SignatureError(f"{moderator_onion}.onion computed escrow {key.address}, not {expected}")
-        return key
+        return key, answer
 
     # -- cases -----------------------------------------------------------------------------------
     async def send(self, store: str, moderator_onion: str, kind: str, body: Mapping[str, object]) -> CaseAnswer:

@@ -25,7 +25,8 @@ from .models import OrderItem
 
 # Below this an escrow is not worth its payout fees (the refund alone costs a few hundred sat).
 MIN_ORDER_SAT = Sats(10_000)  # several payout fees: a smaller escrow may not cover its refund
-MAX_SHIP_TO = 2_000  # characters of shipping address / contact
+MAX_SHIP_TO = 2_000
+AnyListing = Listing | PublicListing  # characters of shipping address / contact
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Reservation:
     inventory: int | None  # the merchant's count for this sku (None = unlimited): another one starts a new epoch
 
 
-def _variant(listing: Listing, sku: str, errors: dict[str, str]) -> Variant | None:
+def _variant(listing: AnyListing, sku: str, errors: dict[str, str]) -> Variant | None:
     variants = listing["variants"]
     if not variants:
         if sku:
@@ -69,7 +70,7 @@ def _variant(listing: Listing, sku: str, errors: dict[str, str]) -> Variant | No
     return None
 
 
-def _qty(listing: Listing, text: str, errors: dict[str, str]) -> int:
+def _qty(listing: AnyListing, text: str, errors: dict[str, str]) -> int:
     text = text.strip() or "1"
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10**6:
         errors["qty"] = "a whole number of items from 1"
@@ -83,7 +84,7 @@ def _qty(listing: Listing, text: str, errors: dict[str, str]) -> int:
     return qty
 
 
-def _shipping(listing: Listing, name: str, errors: dict[str, str]) -> tuple[str | None, Sats]:
+def _shipping(listing: AnyListing, name: str, errors: dict[str, str]) -> tuple[str | None, Sats]:
     options = listing["shipping"]
     if not options:
         if name:
@@ -111,14 +112,14 @@ def _coupon(listing: Listing, code: str, items_sat: int, errors: dict[str, str])
     return found["code"], Sats(discount)
 
 
-def _stock(listing: Listing, variant: Variant | None, qty: int, errors: dict[str, str]) -> int | None:
+def _stock(listing: AnyListing, variant: Variant | None, qty: int, errors: dict[str, str]) -> int | None:
     inventory = variant["inventory"] if variant is not None else listing["inventory"]
     if inventory is not None and qty > inventory and "qty" not in errors:
         errors["qty"] = "sold out" if inventory <= 0 else f"only {inventory} left"
     return inventory
 
 
-def _ship_to(listing: Listing, text: str, errors: dict[str, str]) -> None:
+def _ship_to(listing: AnyListing, text: str, errors: dict[str, str]) -> None:
     if len(text) > MAX_SHIP_TO:
         errors["ship_to"] = f"at most {MAX_SHIP_TO} characters"
     elif listing["kind"] == "physical" and not text.strip():
@@ -168,6 +169,47 @@ def price(
         raise ValidationError(errors, "the order was not placed: " + "; ".join(sorted(errors.values())))
     reservation = Reservation(store, listing["id"], item.sku, qty, listing["updated_at"], inventory)
     return item, reservation
+
+
+def price_public(
+    listing: PublicListing, form: CheckoutForm, *, now: int, problems: Mapping[str, str] | None = None
+) -> OrderItem:
+    """A buyer's node pricing a listing of another store's signed catalog, by the rules of ``price``.
+
+    The published view carries no coupon codes (the store checks a code when it takes the order), so
+    the item is priced before any coupon (``discount_sat`` 0, ``coupon`` kept as typed); expiry and
+    quantity limits are checked, stock only as far as the catalog says (the store checks it again).
+    """
+    errors: dict[str, str] = dict(problems or {})
+    if form.listing != listing["id"]:
+        errors["listing"] = "unknown listing"
+    elif listing["expires_at"] is not None and listing["expires_at"] <= now:
+        errors["listing"] = "this listing is no longer for sale"
+    variant = _variant(listing, form.sku.strip(), errors)
+    qty = _qty(listing, form.qty, errors)
+    unit = variant["price_sat"] if variant is not None and variant["price_sat"] is not None else listing["price_sat"]
+    shipping, shipping_sat = _shipping(listing, form.shipping.strip(), errors)
+    if form.coupon.strip() and not listing["accepts_coupons"]:
+        errors["coupon"] = "this listing takes no coupons"
+    _stock(listing, variant, qty, errors)
+    _ship_to(listing, form.ship_to, errors)
+    item = OrderItem(
+        listing_id=listing["id"],
+        listing_hash=listing["hash"],
+        title=listing["title"] if variant is None else f"{listing['title']} ({variant['label']})",
+        sku=variant["sku"] if variant is not None else None,
+        qty=qty,
+        unit_price_sat=Sats(unit),
+        shipping=shipping,
+        shipping_sat=shipping_sat,
+        coupon=form.coupon.strip() or None,
+        discount_sat=Sats(0),
+    )
+    if not errors and item.total_sat < MIN_ORDER_SAT:
+        errors["qty"] = f"the order must come to at least {MIN_ORDER_SAT} sat (escrow payouts cost fees)"
+    if errors:
+        raise ValidationError(errors, "the order was not placed: " + "; ".join(sorted(errors.values())))
+    return item
 
 
 def inventories(listing: Listing | PublicListing) -> dict[str | None, int | None]:

@@ -21,6 +21,7 @@ from ..core.models import ModeratorTermsRecord
 from ..core.ports import Bitcoin
 from ..market import profile as P
 from ..market.market import Market
+from ..messaging.models import InMessage, OutMessage
 from . import checkout, flows, orders, watcher
 from .flows import Ctx, ModeratorLink
 from .models import Dispute, Message, ModeratorOffer, Order, OrderState, Party, PayoutKind
@@ -53,7 +54,8 @@ class CheckoutOptions:
     accept_window: int = 3 * 86400  # seconds the vendor has to accept a paid order (the store's, else the node's)
 
 
-def _text(value: str, name: str, *, required: bool = True) -> str:
+def clean_text(value: str, name: str, *, required: bool = True) -> str:
+    """``value`` stripped; ``ValidationError`` when empty (if ``required``) or over ``MAX_TEXT``."""
     text = value.strip()
     if required and not text:
         raise ValidationError({name: "required"}, f"{name}: write something")
@@ -78,6 +80,12 @@ class Payments:
         self.ready = Readiness(self.ctx, status_ttl=settings.status_ttl, offer_ttl=settings.offer_ttl)
         self._terms_lock = asyncio.Lock()
         self._terms_due = 0  # when the stores' published moderator terms are next refreshed
+        # Set by ``NodeOrders`` where orders come from buyers' nodes: told of each order an action changed, and
+        # after each watcher round (it tells the buyer's node); absent, nothing else happens.
+        self.on_change: Callable[[Order], Awaitable[None]] | None = None
+        self.on_round: Callable[[], Awaitable[None]] | None = None
+        # The messages of a node order both ways, with delivery states (set by ``NodeOrders``; None: no mailbox).
+        self.node_messages: Callable[[str], Awaitable[tuple[list[OutMessage], list[InMessage]]]] | None = None
 
     @property
     def store(self) -> OrderStore:
@@ -140,8 +148,11 @@ class Payments:
             except PasarError as exc:
                 log.warning("store %s: the moderators' terms are not published (%s)", onion, exc.message)
 
-    async def checkout(self, store: str, form: CheckoutForm) -> tuple[Order, str]:
-        """The placed order (awaiting payment) and the buyer's secret token (its URL ``/order/<token>``)."""
+    async def checkout(
+        self, store: str, form: CheckoutForm, *, node: checkout.NodeBuyer | None = None
+    ) -> tuple[Order, str]:
+        """The placed order (awaiting payment) and the buyer's secret token (its URL ``/order/<token>``);
+        ``node``: placed by a buyer's node (``node_orders``), its token is of no use."""
         if not self.settings.enabled:
             raise Unavailable("payments are turned off on this node: this store takes no orders")
         down = self.ready.seen_down()
@@ -150,7 +161,7 @@ class Payments:
         moderator = addresses.normalize(form.moderator.strip())
         shown = (self.ready.cached(moderator) or (None, False))[0]
         try:
-            return await checkout.place(self.ctx, store, form, shown=shown)
+            return await checkout.place(self.ctx, store, form, shown=shown, node=node)
         except Unreachable:  # the moderator did not take it: off the form until asked again
             self.ready.failed(moderator)
             raise
@@ -191,11 +202,11 @@ class Payments:
         return await self._act_token(store, token, upload)
 
     async def buyer_message(self, store: str, token: str, text: str) -> Order:
-        said = _text(text, "message")
+        said = clean_text(text, "message")
         return await self._act_token(store, token, lambda order: self._message(order, Party.BUYER, said))
 
     async def buyer_dispute(self, store: str, token: str, statement: str) -> Order:
-        said = _text(statement, "statement")
+        said = clean_text(statement, "statement")
         return await self._act_token(store, token, lambda order: self._dispute(order, Party.BUYER, said))
 
     # -- the vendor ---------------------------------------------------------------------------------
@@ -215,7 +226,7 @@ class Payments:
         return ship_to, [(m, open_for_store(key, m.sealed)) for m in order.messages]
 
     async def accept(self, order_id: str) -> Order:
-        return await self._act(order_id, self._accept)
+        return await self.act(order_id, self._accept)
 
     async def _accept(self, order: Order) -> Order:
         moved = orders.transition(order, S.ACCEPTED, now=self.ctx.now(), note="accepted by the vendor")
@@ -223,8 +234,8 @@ class Payments:
 
     async def fulfill(self, order_id: str, note: str) -> Order:
         """Shipped: the release payout, signed by the vendor's wallet, waits for the buyer's signature."""
-        text = _text(note, "note", required=False)
-        return await self._act(order_id, lambda order: self._fulfill(order, text))
+        text = clean_text(note, "note", required=False)
+        return await self.act(order_id, lambda order: self._fulfill(order, text))
 
     async def _fulfill(self, order: Order, text: str) -> Order:
         orders.check(order, S.FULFILLED)
@@ -240,8 +251,8 @@ class Payments:
 
     async def refund(self, order_id: str, reason: str) -> Order:
         """Everything back to the buyer: co-signs a moderator's refund, else a vendor-signed refund waits."""
-        text = _text(reason, "reason", required=False)
-        return await self._act(order_id, lambda order: self._refund(order, text))
+        text = clean_text(reason, "reason", required=False)
+        return await self.act(order_id, lambda order: self._refund(order, text))
 
     async def _refund(self, order: Order, text: str) -> Order:
         now = self.ctx.now()
@@ -259,28 +270,39 @@ class Payments:
 
     async def release(self, order_id: str) -> Order:
         """The vendor's wallet co-signs the pending payout (a moderator's split or refund) and broadcasts it."""
-        return await self._act(order_id, lambda order: flows.vendor_sign_pending(self.ctx, order))
+        return await self.act(order_id, lambda order: flows.vendor_sign_pending(self.ctx, order))
 
     async def claim(self, order_id: str) -> Order:
         """The timeout path: the vendor's key V2 alone, possible from ``claim_height``; broadcast at once."""
-        return await self._act(order_id, lambda order: flows.claim(self.ctx, order))
+        return await self.act(order_id, lambda order: flows.claim(self.ctx, order))
 
     async def dispute(self, order_id: str, statement: str) -> Order:
-        said = _text(statement, "statement")
-        return await self._act(order_id, lambda order: self._dispute(order, Party.VENDOR, said))
+        said = clean_text(statement, "statement")
+        return await self.act(order_id, lambda order: self._dispute(order, Party.VENDOR, said))
 
     async def vendor_message(self, order_id: str, text: str) -> Order:
-        said = _text(text, "message")
-        return await self._act(order_id, lambda order: self._message(order, Party.VENDOR, said))
+        said = clean_text(text, "message")
+        return await self.act(order_id, lambda order: self._message(order, Party.VENDOR, said))
 
     # -- shared ---------------------------------------------------------------------------------------
-    async def _act(self, order_id: str, action: Callable[[Order], Awaitable[Order]]) -> Order:
-        """``action`` on the order as stored now, under the order's lock (see ``Ctx.lock``)."""
+    async def act(self, order_id: str, action: Callable[[Order], Awaitable[Order]]) -> Order:
+        """``action`` on the order as stored now, under the order's lock (see ``Ctx.lock``); ``on_change`` then."""
         async with self.ctx.locked(order_id) as order:
-            return await action(order)
+            changed = await action(order)
+        await self._changed(changed)
+        return changed
+
+    async def _changed(self, order: Order) -> None:
+        """Tells ``on_change`` (a failure is logged: the next watcher round tells it again)."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(order)
+        except PasarError as exc:
+            log.warning("order %s: the buyer's node is not told yet (%s); retried", order.id, exc.message)
 
     async def _act_token(self, store: str, token: str, action: Callable[[Order], Awaitable[Order]]) -> Order:
-        return await self._act((await self.by_token(store, token)).id, action)
+        return await self.act((await self.by_token(store, token)).id, action)
 
     async def _message(self, order: Order, sender: Party, text: str) -> Order:
         now = self.ctx.now()
@@ -289,18 +311,24 @@ class Payments:
 
     async def _dispute(self, order: Order, party: Party, statement: str) -> Order:
         """Opens the dispute (or adds ``party``'s statement to it); the watcher sends it to the moderator."""
+        return await self.disputed(order, await self.dispute_change(order, party, statement))
+
+    async def dispute_change(self, order: Order, party: Party, statement: str) -> Order:
+        """``order`` with the dispute opened (or ``party``'s statement added), not stored yet."""
         now = self.ctx.now()
         if order.state is S.DISPUTED and order.dispute is not None:
             dispute = dataclasses.replace(
                 order.dispute, statements=(*order.dispute.statements, (party, statement)), sent_at=None
             )
-            changed = orders.with_dispute(order, dispute, now=now)
-        else:
-            orders.check(order, S.DISPUTED)
-            address = order.vendor_address or (await self.ctx.wallet().new_key()).address
-            dispute = Dispute(opened_by=party, opened_at=now, statements=((party, statement),), vendor_address=address)
-            changed = orders.with_dispute(order, dispute, now=now)  # a pending release or refund may still settle it
-            changed = orders.transition(changed, S.DISPUTED, now=now, note=f"dispute opened by the {party.value}")
+            return orders.with_dispute(order, dispute, now=now)
+        orders.check(order, S.DISPUTED)
+        address = order.vendor_address or (await self.ctx.wallet().new_key()).address
+        dispute = Dispute(opened_by=party, opened_at=now, statements=((party, statement),), vendor_address=address)
+        changed = orders.with_dispute(order, dispute, now=now)  # a pending release or refund may still settle it
+        return orders.transition(changed, S.DISPUTED, now=now, note=f"dispute opened by the {party.value}")
+
+    async def disputed(self, order: Order, changed: Order) -> Order:
+        """Stores ``changed`` (a ``dispute_change`` of ``order``) and sends the statements to the moderator."""
         stored = await self.ctx.store.update(changed, expect=order)
         try:
             return await watcher.send_dispute(self.ctx, stored)
@@ -311,6 +339,11 @@ class Payments:
     # -- watching ---------------------------------------------------------------------------------------
     async def watch_once(self) -> None:
         await watcher.watch_once(self.ctx)
+        if self.on_round is not None:
+            try:
+                await self.on_round()
+            except PasarError as exc:
+                log.warning("buyers' nodes are not told of this round yet (%s); next round", exc.message)
 
     async def refresh(self, *, terms: bool = False) -> None:
         """What pages read from memory: Core's status each round, moderators' offers and the stores' published

@@ -42,6 +42,11 @@ FINAL_OF: dict[PayoutKind, OrderState] = {
 }
 
 
+# testmempoolaccept's reasons for a transaction Core already holds: the payout is out (the buyer's own node may
+# have broadcast it first), so it is recorded as broadcast like any other.
+IN_MEMPOOL = ("txn-already-known", "txn-already-in-mempool", "txn-same-nonwitness-data-in-mempool")
+
+
 def _varint(raw: bytes, pos: int) -> tuple[int, int]:
     first = raw[pos]
     if first < 0xFD:
@@ -98,7 +103,7 @@ async def settle(ctx: Ctx, order: Order, payout: Payout) -> Order:
             f"the {payout.kind.value} payout still lacks a signature: sign it in your wallet and upload it"
         )
     reason = await btc.test_accept(final.hex)
-    if reason is not None:
+    if reason is not None and not reason.startswith(IN_MEMPOOL):  # already there (e.g. the buyer's node sent it)
         raise Conflict(f"Bitcoin Core refuses the {payout.kind.value} payout ({reason}); nothing was broadcast")
     txid = txid_of(final.hex)
     sent = dataclasses.replace(payout, txid=txid)

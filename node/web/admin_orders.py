@@ -18,7 +18,7 @@ from aiohttp import web
 from ..core.errors import PasarError, ValidationError
 from ..operations import payments as P
 from ..operations.base import NoInput
-from ..operations.order_views import order_detail, order_view
+from ..operations.order_views import node_message_views, order_detail, order_view
 from ..payments.models import Order, OrderState
 from ..payments.orders import can
 from . import appkeys
@@ -166,8 +166,10 @@ async def _order_page(request: web.Request, order_id: str, error: str = "", stat
     payments = request.app[appkeys.PAYMENTS]
     order = await payments.order(order_id)
     ship_to, messages = await payments.reveal(order)
+    told = payments.node_messages
+    node = node_message_views(*await told(order.id)) if told is not None else []
     ctx = {
-        "order": order_detail(order, ship_to, messages),
+        "order": order_detail(order, ship_to, messages, node),
         "actions": actions(order),
         "error": error,
         "paused": await payments.paused(),

@@ -23,6 +23,7 @@ from .middlewares import Handler
 if TYPE_CHECKING:  # the running node's and the CLI's contexts build them; operations only call them
     from ..payments.moderation import ModeratorService
     from ..payments.service import Payments
+    from ..purchases.service import Purchases
 
 PREFIX = ops.PREFIX
 
@@ -60,6 +61,10 @@ class WebContext:
     @property
     def moderation(self) -> ModeratorService:
         return self._app[appkeys.MODERATION]
+
+    @property
+    def purchases(self) -> Purchases:
+        return self._app[appkeys.PURCHASES]
 
 
 async def _upload(request: web.Request) -> bytes:

@@ -8,6 +8,8 @@ import jinja2
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..core.config import Config
     from ..core.models import StoreStatus
     from ..core.ports import Http, Tor
@@ -17,8 +19,11 @@ if TYPE_CHECKING:
     from ..discovery.service import Announcer, BlocklistPublisher, Discovery
     from ..hosting.publisher import Publisher
     from ..market.market import Market
+    from ..messaging.mailbox import Mailbox
     from ..payments.moderation import ModeratorService
+    from ..payments.node_orders import NodeOrders
     from ..payments.service import Payments
+    from ..purchases.service import Purchases
     from .auth import AdminAuth
     from .pagecache import PageCache
 
@@ -65,3 +70,10 @@ DISCOVERY_URLS: web.AppKey[dict[str, str]] = web.AppKey("discovery_urls")
 PAYMENTS: web.AppKey[Payments] = web.AppKey("payments")
 # This node's moderation service (offers, key requests, cases, disputes to decide).
 MODERATION: web.AppKey[ModeratorService] = web.AppKey("moderation")
+# Node-to-node orders (present from the messaging context on): the signed store-and-forward mailbox, the
+# vendor's side of node orders (store onions answer ``POST /api/v1/messages`` with them), the buyer's purchases.
+MESSAGES: web.AppKey[Mailbox] = web.AppKey("messages")
+NODE_ORDERS: web.AppKey[NodeOrders] = web.AppKey("node_orders")
+PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases")
+# Applies of received order messages that outlived their exchange (``web.messages``); drained at shutdown.
+APPLYING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("message_applies")

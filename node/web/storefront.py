@@ -19,7 +19,8 @@ from ..core.errors import Misdirected, NotFound
 from ..core.models import PublicListing
 from ..market.catalog import Page, Snapshot, browse
 from ..market.catalog import search as catalog_search
-from . import appkeys, bodies, checkout, middlewares, render
+from ..messaging.wire import EXCHANGE_PATH
+from . import appkeys, bodies, checkout, messages, middlewares, render
 from .origin import check_same_origin
 
 CATALOG_PATH = "/.well-known/pasar/catalog.json"
@@ -273,4 +274,5 @@ def create_store_app(parent: web.Application, onion: str) -> web.Application:
     app.router.add_get("/static/style.css", css, name="css")
     app.router.add_get("/favicon.ico", render.no_favicon)
     app.router.add_get(CATALOG_PATH, catalog, name="catalog")
+    app.router.add_post(EXCHANGE_PATH, messages.exchange, name="messages")
     return app

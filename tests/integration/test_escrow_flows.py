@@ -459,6 +459,22 @@ async def test_a_payout_broadcast_outside_pasar_finishes_the_order(world: World)
     assert done.state is S.COMPLETED and done.payouts[-1].txid == txid
 
 
+async def test_an_upload_of_a_payout_already_in_the_mempool_is_taken_as_broadcast(world: World) -> None:
+    """A buyer's node broadcasts the release itself and then sends the signed PSBT: Core answers
+    txn-already-known, which is no refusal; the order records the payout and completes."""
+    w, p = world, world.payments()
+    order, token = await funded(w, p)
+    order = await p.fulfill(order.id, "sent")
+    psbt = p.psbt_for_buyer(order)
+    assert psbt is not None and order.pending is not None
+    signed = w.buyer_sign(psbt)
+    txid = str(w.regtest.cli("sendrawtransaction", w.regtest.cli("finalizepsbt", signed)["hex"]))
+    sent = await p.upload_psbt(w.store_onion, token, signed)  # before any watcher round saw it
+    assert sent.pending is not None and sent.pending.txid == txid
+    done = await confirmed(w, p, sent)
+    assert done.state is S.COMPLETED and done.payouts[-1].txid == txid
+
+
 async def test_an_escrow_spent_outside_pasar_ends_the_order(world: World) -> None:
     """Finding 2: a stored payout that lost to a conflicting spend is no longer retried forever, and an
     escrow spent with no known payout is said so."""

@@ -87,6 +87,26 @@ async def _every_operation(b: Backend, onion: str, name: str) -> dict[str, objec
     r.update(await payment_operations(b, other))
     r["delete_store"] = await b.run(ops.stores.delete_store, ops.stores.StoreBody(other, {"confirm": other}))
     r.update(await _discovery_operations(b))
+    r.update(await _purchase_operations(b))
+    return r
+
+
+async def _purchase_operations(b: Backend) -> dict[str, object]:
+    """The buyer's side: the list answers; a store this node's directory does not hold, and actions on an unknown
+    purchase, fail alike on both backends (full flows: tests/integration/test_purchases.py)."""
+    p = ops.purchases
+    r: dict[str, object] = {"purchases_list": await b.run(p.purchases_list, p.PurchaseQuery())}
+    order = {"store": PEER, "listing": "x", "qty": 1, "moderator": PEER, "ship_to": "here"}
+    calls: list[tuple[ops.Operation[Any, Any], object]] = [
+        (p.purchases_show, p.PurchaseRef("0" * 16)),
+        (p.purchases_place, p.NewPurchase(order)),
+    ]
+    bodies = {"statement": "x", "text": "x", "rating": 5}
+    calls += [(op, p.PurchaseBody("0" * 16, bodies)) for op in p.OPERATIONS[3:]]
+    for op, inp in calls:
+        with pytest.raises(errors.PasarError) as exc:
+            await b.run(op, inp)
+        r[op.name] = {"error": type(exc.value).__name__, "code": exc.value.code}
     return r
 
 

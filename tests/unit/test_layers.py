@@ -38,21 +38,31 @@ RANKS: dict[str, int] = {
     "node.hosting": 3,
     "node.market": 4,
     "node.discovery": 5,
-    "node.payments": 5,
-    "node.operations": 6,
-    "node.web": 7,
-    "node.app": 8,
+    "node.messaging": 5,
+    "node.payments": 6,  # the vendor's side of node orders sends through node.messaging
+    "node.purchases": 7,  # the buyer's node: checks escrows and payouts with node.payments' pure code
+    "node.operations": 8,
+    "node.web": 9,
+    "node.app": 10,
     # The private Tor network tool (`pasar testnet`, integration tests and
     # benches). It imports only core and adapters (ONLY_IMPORTS) and only the
     # CLI imports it, so it ranks just below cli: nothing in the running node
     # (app, web, features) can import a test tool.
-    "node.testnet": 9,
-    "node.cli": 10,
-    "node.__main__": 11,
+    "node.testnet": 11,
+    "node.cli": 12,
+    "node.__main__": 13,
 }
 
 # Domain code receives adapters typed by node.core.ports Protocols (rule 2: it never constructs one).
-FEATURES = ("node.hosting", "node.market", "node.discovery", "node.payments", "node.operations")
+FEATURES = (
+    "node.hosting",
+    "node.market",
+    "node.discovery",
+    "node.messaging",
+    "node.payments",
+    "node.purchases",
+    "node.operations",
+)
 # Neither features nor web/ import adapters: only the app (which builds them) and the CLI do.
 NO_ADAPTERS = (*FEATURES, "node.web")
 ONLY_IMPORTS = {"node.testnet": ("node.core", "node.adapters")}
@@ -65,7 +75,9 @@ THIRD_PARTY: dict[str, set[str]] = {
     "node.hosting": set(),
     "node.market": {"PIL"},
     "node.discovery": set(),
+    "node.messaging": {"nacl"},
     "node.payments": {"nacl"},
+    "node.purchases": set(),
     "node.operations": set(),
     "node.web": {"aiohttp", "aiohttp_jinja2", "jinja2", "markdown_it", "markupsafe", "multidict", "segno"},
     "node.app": {"aiohttp"},

@@ -89,6 +89,28 @@ async def test_a_fresh_circuit_post_shares_no_identity_with_anything(socks):
     assert len({creds[0], creds[1], creds[2]}) == 3  # each stem on an identity of its own
 
 
+async def test_each_isolation_name_has_circuits_of_its_own_to_one_store(socks):
+    """Two purchases from one node to one store, and the node's crawl of it, share no SOCKS identity (tor builds
+    circuits per identity), while one purchase keeps its own across exchanges; forgetting one purchase's
+    circuits leaves the others'."""
+    http = TorHttp(("127.0.0.1", socks.port))
+    store = StoreKey.generate().onion
+    url = f"http://{store}.onion/api/v1/messages"
+    try:
+        for isolation in ("order-a", "order-b", "", "order-a"):
+            await http.post(url, b"{}", isolation=isolation)
+        kept_b = http.session(url, "order-b")
+        await http.forget(url, "order-a")
+        assert http.session(url, "order-b") is kept_b and not kept_b.closed
+        await http.post(url, b"{}", isolation="order-a")
+    finally:
+        await http.close()
+    creds = [(s[0], s[1]) for s in socks.seen]
+    assert len(creds) == 5 and creds[0] == creds[3]
+    assert len({creds[0], creds[1], creds[2]}) == 3
+    assert creds[4] not in creds[:4]  # after forget: new circuits for that purchase only
+
+
 async def test_forgetting_a_store_moves_it_to_new_circuits():
     http = TorHttp(("127.0.0.1", 9))
     url = f"http://{StoreKey.generate().onion}.onion/"
