@@ -27,10 +27,13 @@ from node.discovery.catalogs import verify_catalog
 from node.discovery.directory import Directory, DirectoryLimits
 from node.discovery.models import Source
 from node.market import catalog as market_catalog
+from node.messaging.models import Delivery, InMessage, OutMessage
+from node.operations.order_views import node_message_views, order_detail
 from node.purchases.views import MessageView, PurchaseView
 from node.web import admin, admin_orders, appkeys, directory, purchases, render
 from node.web.purchase_offer import Offer, load_offer
 from tests.regtest import Regtest
+from tests.unit.order_helpers import order as make_order
 
 from .conftest import PASSWORD
 from .pages import check_headers, check_html
@@ -345,3 +348,35 @@ def test_a_waiting_split_and_a_refused_payout_say_why() -> None:
     words = text(rendered("purchase.html", purchases.purchase_context(v)))
     assert f"Not signed yet: {why}" in words
     assert f"refused the store's last payout and signed nothing: {refused}" in words
+
+
+def test_the_vendors_order_page_lists_each_node_message_with_its_delivery() -> None:
+    """A node order on the vendor's side: every signed message both ways, where it is (issue 11: on both sides)."""
+    sold = make_order()
+    sold = replace(sold, extra={**sold.extra, "channel": "node"})
+    out = [
+        OutMessage(
+            id=f"{n}" * 32, order=sold.id, peer="p" * 56, kind=kind, seq=n, created_at=1_700_000_000 + n,
+            delivery=delivery, reason=reason, attempts=a, next_try=0, raw=b"{}",
+        )
+        for n, kind, delivery, reason, a in (
+            (1, "escrow", Delivery.DELIVERED, "", 0),
+            (2, "state", Delivery.SENT, "", 1),
+            (3, "payout", Delivery.QUEUED, "not delivered in 14 days", 9),
+        )
+    ]  # fmt: skip
+    came = [
+        InMessage(id="a" * 32, order=sold.id, sender="p" * 56, kind="order", seq=1, received_at=1_700_000_000,
+                  body={}, applied="applied"),
+        InMessage(id="b" * 32, order=sold.id, sender="p" * 56, kind="message", seq=3, received_at=1_700_000_009,
+                  body={}, applied=""),
+    ]  # fmt: skip
+    detail = order_detail(sold, "", [], node_message_views(out, came))
+    assert detail["channel"] == "node"
+    html = rendered("order.html", {"order": detail, "actions": [], "error": "", "paused": None})
+    words = text(html)
+    section = words[words.index("Messages with the buyer's node") :]  # the section to the page's end
+    assert "Messages with the buyer's node" in section
+    for said in ("delivered", "sent", "failed: not delivered in 14 days", "waits for an earlier message"):
+        assert said in section, said
+    assert section.count("from the buyer") == 2 and section.count("to the buyer") == 3
