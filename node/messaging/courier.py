@@ -295,30 +295,27 @@ class Courier:
     async def _serve(self, store: str, orders: list[str], gate: asyncio.Semaphore) -> None:
         async with gate:
             for order in orders:
-                active = False
+                active, answered = False, False
                 try:
-                    active = await self._exchange(store, order)
+                    active, answered = await self._exchange(store, order), True
                 except (Unreachable, Unavailable) as exc:
                     log.info("order %s: %s.onion not reached; will retry (%s)", order, store, exc.message)
                 except PasarError as exc:
                     log.warning("order %s: exchange with %s.onion failed: %s", order, store, exc.message)
                 except Exception:  # a bug or a hostile answer: logged with its traceback, backed off, the loop goes on
                     log.exception("order %s: exchange with %s.onion failed unexpectedly; will retry", order, store)
-                else:
+                if answered:
                     self._failed.pop(order, None)
-                    self._next_poll[order] = self._clock() + self._pause(order, active)
-                    continue
-                self._failed[order] = self._failed.get(order, 0) + 1
+                else:
+                    self._failed[order] = self._failed.get(order, 0) + 1
                 self._next_poll[order] = self._clock() + self._pause(order, active)
 
     def _pause(self, order: str, active: bool) -> float:
         """Seconds until ``order``'s next poll: soon while the store is talking, the poll interval when quiet,
-        doubling after each failed exchange (up to ``poll_cap``)."""
+        doubling after each failed exchange in a row (up to ``poll_cap``)."""
         if active:
-            self._failed.pop(order, None)
             return min(ACTIVE_POLL, self._poll_interval)
-        failed = self._failed.get(order, 0)
-        return min(self._poll_interval * (1 << min(failed, 30)), self._poll_cap)
+        return min(self._poll_interval * (1 << min(self._failed.get(order, 0), 30)), self._poll_cap)
 
     async def _retry_unapplied(self) -> None:
         """Apply store messages a transient failure left waiting (only purchases: the vendor side is not ours)."""
