@@ -4,6 +4,7 @@
   "moderator"; 101+ blocks mined to "miner"; "buyer" holds 20 confirmed coins of 1 BTC. Without a
   bitcoind the tests that use it are skipped, except under ``CI`` where that is a failure.
 - ``regtest`` (function): the same object, started again if an earlier test stopped it.
+- ``postgres`` (session): a throwaway PostgreSQL (tests/pg.py) on a unix socket in a temp dir.
 - ``vendor_core`` / ``moderator_core`` (function, async): a ``BitcoinCore`` adapter signing with the
   "vendor" / "moderator" wallet and watching in a fresh watch-only wallet of its own (wallets ready).
 """
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from node.adapters.bitcoin import BitcoinCore
+from tests.pg import ThrowawayPostgres, find_pg_bin
 from tests.regtest import COIN, Regtest, RegtestError, btc, find_bitcoind
 
 PARTY_WALLETS = ("miner", "buyer", "vendor", "moderator")
@@ -42,6 +44,23 @@ def bitcoind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regtest]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL (tests/pg.py) for the directory's PostgreSQL backend; skipped without one,
+    except under ``CI`` where that is a failure."""
+    if find_pg_bin() is None:
+        reason = "no PostgreSQL: run deploy/install.sh --test (Debian's postgresql) or set PASAR_PG_BIN"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = ThrowawayPostgres()
+    try:
+        server.start()  # cleans up after itself if it fails; stop() is then a no-op
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

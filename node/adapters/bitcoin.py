@@ -34,7 +34,6 @@ from .bitcoin_codec import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_WALLET_ALREADY_EXISTS,
     RPC_WALLET_ALREADY_LOADED,
-    RPC_WALLET_ERROR,
     RPC_WALLET_NOT_FOUND,
     BitcoinSettings,
     RpcError,
@@ -47,15 +46,15 @@ from .bitcoin_codec import (
     utxo,
     wallet_key,
 )
+from .bitcoin_errors import handled
+from .bitcoin_watch import SLOW_TIMEOUT, WatchImports
 
 __all__ = ["BitcoinCore", "BitcoinSettings", "RpcError", "WrongChain"]
 
 log = logging.getLogger(__name__)
 CHAINS = {"main": {"main"}, "test": {"test", "testnet4"}, "signet": {"signet"}, "regtest": {"regtest"}}
-SLOW_TIMEOUT = 120.0  # importdescriptors rescans from "now" (two hours back)
 FEE_TARGET = 6  # blocks
 MIN_CORE_VERSION = 260000  # descriptor wallets that sign miniscript from the PSBT alone
-RESCAN_RETRY = 0.1  # seconds between tries while another process's import rescans
 
 
 # RPCs at once: enough for the watcher, a few checkouts and the admin; a hung Core holds no more threads.
@@ -64,7 +63,9 @@ RPC_INVALID_PARAMETER = -8  # e.g. a txid or block hash that is not 64 hex
 
 
 class BitcoinCore:
-    """``ports.Bitcoin`` for one Bitcoin Core; ``calls`` counts RPCs by method (benchmarks read it)."""
+    """``ports.Bitcoin`` for one Bitcoin Core; ``calls`` counts RPCs by method (benchmarks read it), ``errors``
+    the failures that reach callers, by method (no answer, or a refusal the adapter does not handle: see
+    bitcoin_errors.py)."""
 
     def __init__(self, settings: BitcoinSettings, watch_wallet: str) -> None:
         if not watch_wallet:
@@ -72,9 +73,10 @@ class BitcoinCore:
         self._settings = settings
         self._watch = watch_wallet
         self._signing: str | None = settings.wallet or None
-        self._importing = asyncio.Lock()  # Core refuses a second import while one rescans
+        self._imports = WatchImports(self._wallet_rpc, self._with_checksum, watch_wallet)  # retries "rescanning"
         self._pool = ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="pasar-bitcoin")
         self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
 
     @property
     def settings(self) -> BitcoinSettings:
@@ -83,6 +85,10 @@ class BitcoinCore:
     @property
     def watch_wallet(self) -> str:
         return self._watch
+
+    async def wallet_names(self) -> tuple[str, str]:
+        """(the signing wallet, the watch-only wallet): the ``-rpcwallet=`` names a recovery sheet gives."""
+        return await self._signing_wallet(), self._watch
 
     # -- one RPC ------------------------------------------------------------------
     def _call(self, method: str, params: tuple[Any, ...], wallet: str | None, timeout: float) -> Any:
@@ -110,7 +116,14 @@ class BitcoinCore:
     async def _rpc(self, method: str, *params: Any, wallet: str | None = None, timeout: float | None = None) -> Any:
         self.calls[method] += 1
         call = functools.partial(self._call, method, params, wallet, timeout or self._settings.timeout)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except RpcError as exc:  # an answer this adapter handles (a wallet to load...) is not an error
+            self.errors[method] += not handled(method, exc, wallet)
+            raise
+        except WalletError:  # no answer
+            self.errors[method] += 1
+            raise
 
     def close(self) -> None:
         """Release the RPC threads (calls still running finish on their own timeout)."""
@@ -138,6 +151,7 @@ class BitcoinCore:
                 await self._create_watch()
                 return
             if exc.rpc_code == RPC_WALLET_NOT_FOUND:
+                self.errors["loadwallet"] += 1  # not the watch-only wallet: not handled, an error
                 raise WalletError(
                     f"Bitcoin Core has no wallet {wallet!r}: create it (bitcoin-cli createwallet {wallet}) "
                     "or set bitcoin_wallet to one of its wallets"
@@ -236,25 +250,14 @@ class BitcoinCore:
             raise WalletError(f"deriveaddresses gave {len(addresses)} addresses for one escrow descriptor")
         return str(addresses[0])
 
-    async def watch(self, descriptor: str) -> None:
-        request = [{"desc": await self._with_checksum(descriptor), "timestamp": "now", "label": "pasar escrow"}]
-        async with self._importing:
-            result = await self._import(request)
-        if not result or not result[0].get("success"):
-            problem = (result[0].get("error") or {}).get("message", "no answer") if result else "no answer"
-            raise WalletError(f"Bitcoin Core could not watch the escrow descriptor: {problem}")
+    async def watch(self, descriptor: str, since: int | None = None) -> None:
+        await self._imports.watch(descriptor, since)
 
-    async def _import(self, request: list[dict[str, str]]) -> Any:
-        """``importdescriptors``, waiting (bounded) while another import into the same wallet rescans."""
-        deadline = asyncio.get_running_loop().time() + SLOW_TIMEOUT
-        while True:
-            try:
-                return await self._wallet_rpc(self._watch, "importdescriptors", request, timeout=SLOW_TIMEOUT)
-            except RpcError as exc:
-                busy = exc.rpc_code == RPC_WALLET_ERROR and "rescanning" in exc.core_message
-                if not busy or asyncio.get_running_loop().time() > deadline:
-                    raise
-            await asyncio.sleep(RESCAN_RETRY)
+    async def rewatch(self, escrows: Sequence[tuple[str, int]]) -> list[str]:
+        return await self._imports.rewatch(escrows)
+
+    async def rescan_progress(self) -> float | None:
+        return await self._imports.rescan_progress()
 
     async def unspent(self, addresses: Sequence[str]) -> list[Utxo]:
         if not addresses:

@@ -37,6 +37,7 @@ import os
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 BUSY_TIMEOUT_MS = 5000
+# The databases open in this process, by resolved path (a backup snapshots each on its own writer thread).
+_OPEN: weakref.WeakValueDictionary[Path, SQLiteDatabase] = weakref.WeakValueDictionary()
 
 
 # -- errors --------------------------------------------------------------------
@@ -99,10 +102,11 @@ class _Write(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    transaction: bool = True  # False: ``fn`` runs outside a transaction (a snapshot through the backup API)
 
     def run(self, conn: sqlite3.Connection, path: Path) -> None:
         try:
-            result = _translated(lambda: _in_transaction(conn, self.fn), path)
+            result = _translated(lambda: _in_transaction(conn, self.fn) if self.transaction else self.fn(conn), path)
         except BaseException as exc:  # handed to the awaiting task, which raises it; the writer lives on
             error = exc  # ``exc`` is unbound after this block; the loop sets it later
             self._hand_back(lambda: self.future.set_exception(error), error)
@@ -180,12 +184,20 @@ class SQLiteDatabase:
             await self.close()
             raise
         self._open = True
+        _OPEN[self.path.resolve()] = self
+
+    @staticmethod
+    def opened(path: Path) -> SQLiteDatabase | None:
+        """The database open on ``path`` in this process, if any."""
+        return _OPEN.get(path.resolve())
 
     async def close(self) -> None:
         """Let queued writes finish, then close every connection; safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        if _OPEN.get(self.path.resolve()) is self:
+            del _OPEN[self.path.resolve()]
         if self._writer is not None:
             self._queue.put(None)  # stop, after every write queued so far
             await asyncio.to_thread(self._writer.join)
@@ -210,6 +222,17 @@ class SQLiteDatabase:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Write(fn, loop, future))
         return await future
+
+    async def snapshot(self, dest: Path) -> None:
+        """A consistent copy of the database at ``dest`` (SQLite's backup API), made on the writer thread.
+
+        Every write queued before it is in the copy, none after it; reads go on meanwhile.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Write(lambda conn: copy_database(conn, dest), loop, future, transaction=False))
+        await future
 
     def _write_loop(self, ready: Future[None]) -> None:
         try:
@@ -286,6 +309,16 @@ class SQLiteDatabase:
 def _common_pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def copy_database(conn: sqlite3.Connection, dest: Path) -> None:
+    """``conn``'s database into a new file ``dest`` (mode 0600) in one backup step: one consistent snapshot."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    target = sqlite3.connect(dest)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
 
 
 def _in_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -140,6 +140,10 @@ class Storage:
             self._dbs[onion] = db
         return db
 
+    async def snapshot(self, copy_files: Callable[[Path], T]) -> T:
+        """Run ``copy_files(data_dir)`` on the storage thread: no store or node.json write lands meanwhile."""
+        return await self._call(copy_files, self.data_dir)
+
     # -- node-wide -------------------------------------------------------
     async def admin_password_hash(self) -> bytes | None:
         def run() -> bytes | None:

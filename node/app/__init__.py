@@ -40,11 +40,15 @@ from ..hosting.publisher import Publisher
 from ..hosting.spec import Unpublishable, onion_spec
 from ..market.market import Limits, Market
 from ..web import admin, admin_orders, api, appkeys, bodies, directory, listeners, middlewares, purchases, render
+from ..web import backup as web_backup
+from ..web import metrics as web_metrics
 from ..web.auth import AdminAuth, make_guard
 from ..web.listeners import url_for_host
 from ..web.pagecache import PageCache
+from .backups import backups_ctx
 from .discovery import discovery_ctx
 from .messaging import messaging_open_ctx, purchases_ctx
+from .metrics import make_metrics
 from .payments import BITCOIN, payments_open_ctx, payments_run_ctx
 
 __all__ = ["create_app", "port_probe", "read_token", "request_limit", "serve", "url_for_host"]
@@ -244,7 +248,7 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
 # the loops stop first, onions are withdrawn while their listeners still run, and the storage closes last.
 CONTEXTS = (
     storage_ctx, market_ctx, payments_open_ctx, messaging_open_ctx, listeners_ctx, tor_ctx, http_ctx,
-    discovery_ctx, payments_run_ctx, purchases_ctx,
+    discovery_ctx, payments_run_ctx, purchases_ctx, backups_ctx,
 )  # fmt: skip
 
 
@@ -287,7 +291,9 @@ def create_app(
     admin_orders.add_routes(app)
     purchases.add_routes(app)
     directory.add_admin_routes(app)
+    web_backup.add_routes(app)
     api.add_routes(app)
+    web_metrics.add_routes(app, make_metrics(app))  # GET /metrics: the admin listener only
     return app
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..adapters import directory_schema, gossip_schema, keyfiles
+from ..adapters import directory_pg_schema, directory_schema, gossip_schema, keyfiles
+from ..adapters.pg import PgDatabase
 from ..adapters.sqlite import SQLiteDatabase
 from ..core.config import Config
 from ..core.crypto import StoreKey
@@ -29,6 +30,7 @@ from ..core.ports import Http
 from ..core.tasks import supervised
 from ..discovery.crawler import Crawler, CrawlLimits
 from ..discovery.directory import Directory, DirectoryLimits
+from ..discovery.directory_dialect import POSTGRES, SQLITE
 from ..discovery.gossip import Gossip, GossipLimits, HttpTransport
 from ..discovery.service import Announcer, BlocklistPublisher, Discovery
 from ..web import appkeys, middlewares
@@ -37,6 +39,7 @@ from ..web.listeners import socket_path, tcp_target, unix_target, url_for_host
 from ..web.nodeonion import create_node_app
 
 log = logging.getLogger(__name__)
+BLOCKS_REFRESH = 30.0  # seconds: a block made by another frontend of a shared PostgreSQL directory applies here
 
 
 class Offline:
@@ -49,14 +52,9 @@ class Offline:
 async def open_parts(config: Config, stack: AsyncExitStack, http: Http | None) -> Discovery:
     """Open the two databases and build gossip, directory and (with ``http``) the crawler; closed by ``stack``."""
     gossip_db = SQLiteDatabase(config.data_dir / "gossip.sqlite", gossip_schema.MIGRATIONS, synchronous="NORMAL")
-    directory_db = SQLiteDatabase(
-        config.data_dir / "directory.sqlite", directory_schema.MIGRATIONS, synchronous="NORMAL"
-    )
-    for db in (gossip_db, directory_db):
-        await db.open()
-        stack.push_async_callback(db.close)
-    directory = Directory(directory_db, limits=DirectoryLimits.from_config(config))
-    await directory.open()
+    await gossip_db.open()
+    stack.push_async_callback(gossip_db.close)
+    directory = await open_directory(config, stack)
     node_key = await asyncio.to_thread(keyfiles.load_or_create, config.data_dir / "node.key")
     transport = HttpTransport(http) if http is not None else Offline()
     gossip = Gossip(
@@ -68,6 +66,31 @@ async def open_parts(config: Config, stack: AsyncExitStack, http: Http | None) -
         crawler = Crawler(http, directory, gossip, limits=CrawlLimits.from_config(config), subscriptions=_subs(config))
         stack.push_async_callback(crawler.close)  # a pass or thumbnail fetch under way ends before the DBs close
     return Discovery(gossip=gossip, directory=directory, crawler=crawler, node_key=node_key)
+
+
+async def open_directory(config: Config, stack: AsyncExitStack) -> Directory:
+    """The directory on ``directory.sqlite``, or on the PostgreSQL database of ``directory_dsn`` (closed by stack)."""
+    limits = DirectoryLimits.from_config(config)
+    if config.directory_dsn:
+        pg = PgDatabase(config.directory_dsn, directory_pg_schema.MIGRATIONS, component=directory_pg_schema.COMPONENT)
+        await pg.open()
+        stack.push_async_callback(pg.close)
+        directory = Directory(pg, limits=limits, dialect=POSTGRES)
+    else:
+        path = config.data_dir / "directory.sqlite"
+        lite = SQLiteDatabase(path, directory_schema.MIGRATIONS, synchronous="NORMAL")
+        await lite.open()
+        stack.push_async_callback(lite.close)
+        directory = Directory(lite, limits=limits, dialect=SQLITE)
+    await directory.open()
+    return directory
+
+
+async def _refresh_blocks(directory: Directory) -> None:
+    """Re-read the block list every BLOCKS_REFRESH s (a shared PostgreSQL directory: other frontends block too)."""
+    while True:
+        await asyncio.sleep(BLOCKS_REFRESH)
+        await directory.refresh_blocks()
 
 
 def _subs(config: Config) -> Callable[[], Awaitable[list[str]]]:
@@ -182,6 +205,9 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
             discovery.directory_onion = dir_key.onion
             directory_app = create_directory_app(app, onion=dir_key.onion)
             await _serve(app, "directory", directory_app, config.directory_port, dir_key)
+        if config.directory_dsn:
+            refresh = supervised("the block list refresh", lambda: _refresh_blocks(discovery.directory))
+            tasks.append(asyncio.create_task(refresh, name="discovery block list refresh"))
         app[appkeys.RUNNING].add("discovery")
         try:
             yield

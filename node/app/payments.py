@@ -12,14 +12,26 @@ At start the node asks Core which chain it runs: a chain other than
 node starts, checkout says payments are paused, and a reconnect task loads
 the wallets once Core answers (the watcher catches up by itself: it reads
 the escrow addresses' UTXOs, not a stream of events).
+
+Before the payment and moderation watchers' first round, the re-watch pass
+(``node/payments/rewatch.py``) makes sure the watch-only wallet holds every open
+escrow's descriptor (after ``pasar restore``, or a new watch-only wallet) and that
+Core's rescan for them is over: a watcher reading a wallet without them would
+take funded escrows for empty ones (expired, or spent outside Pasar). With
+nothing open it asks Core nothing; while Core is down or rescanning the watchers'
+escrow rounds wait (``refresh``: checkout's status, moderators' offers and terms,
+goes on; pages refresh checkout's status on their own too). The buyer's
+purchases are re-watched next (their watcher keeps what it saw when the wallet
+shows nothing, so it need not wait).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -31,10 +43,11 @@ from ..adapters.sqlite import SQLiteDatabase
 from ..adapters.sqlite_schema import Migration
 from ..core.config import Config
 from ..core.crypto import StoreKey
-from ..core.errors import ConfigError, WalletError
+from ..core.errors import ConfigError, Unavailable, WalletError
 from ..core.ports import Bitcoin, Http
 from ..core.tasks import supervised
 from ..market.market import Market
+from ..payments import rewatch, watcher
 from ..payments.moderation import ModeratorService
 from ..payments.moderator_client import ModeratorClient
 from ..payments.order_store import OrderStore
@@ -48,6 +61,7 @@ BITCOIN: web.AppKey[Bitcoin] = web.AppKey("bitcoin")
 # bitcoin_network -> the chain names Core's getblockchaininfo may answer for it.
 CHAINS = {"main": ("main",), "test": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
 RECONNECT_FIRST, RECONNECT_CAP = 2.0, 60.0
+PAGE = 200  # records read at once by the re-watch pass
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,69 @@ async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
+async def payments_loop(payments: Payments, gate: asyncio.Event) -> None:
+    """``refresh`` (Core's status for checkout, moderators' offers and terms: no escrow read) every
+    ``poll_interval`` until ``gate`` opens (the re-watch is done), then ``payments.run`` (refresh + watch)."""
+    told = False
+    while not gate.is_set():
+        try:
+            await payments.refresh()
+        except WalletError as exc:
+            if not told:
+                log.info("moderator offers not refreshed while Bitcoin Core does not answer (%s)", exc.message)
+            told = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gate.wait(), payments.settings.poll_interval)
+    await payments.run()
+
+
+def after(event: asyncio.Event, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``run``, started once ``event`` is set."""
+
+    async def gated() -> None:
+        await event.wait()
+        await run()
+
+    return gated
+
+
+async def _purchase_escrows(app: web.Application) -> list[rewatch.Watched]:
+    """The buyer's open purchases' escrows; ``Unavailable`` until the purchases are open (a later context)."""
+    purchases = app.get(appkeys.PURCHASES)
+    if purchases is None:
+        raise Unavailable("the purchases are not open yet")
+    found: list[rewatch.Watched] = []
+    offset = 0
+    while page := await purchases.list(limit=PAGE, offset=offset):
+        found += [w for p in page if not p.final for w in rewatch.watched(p.escrow, p.created_at)]
+        offset += len(page)
+    return found
+
+
+async def vendor_escrows(orders: OrderStore, now: Callable[[], int]) -> list[rewatch.Watched]:
+    """The escrows of exactly the orders the payment watcher reads (``watcher.watched_orders``)."""
+    return rewatch.of_orders(await watcher.watched_orders(orders, now()))
+
+
+async def moderator_escrows(moderation: ModeratorService) -> list[rewatch.Watched]:
+    """The escrows of every case not decided yet (no cap): those this node may still act on."""
+    return rewatch.of_cases(await moderation.active_cases())
+
+
+async def _rewatch(app: web.Application, done: asyncio.Event) -> None:
+    """Vendor orders' and moderation cases' escrows (then ``done``: the watchers start), then the purchases';
+    then idle until shutdown (``supervised`` would start a loop that returns again)."""
+    parts = app[PARTS]
+    if parts.bitcoin is not None:
+        vendor_side = functools.partial(vendor_escrows, parts.orders, parts.payments.ctx.now)
+        moderator_side = functools.partial(moderator_escrows, parts.moderation)
+        await rewatch.rewatch_until_done(parts.bitcoin, [vendor_side, moderator_side])
+        done.set()
+        await rewatch.rewatch_until_done(parts.bitcoin, [lambda: _purchase_escrows(app)])
+    done.set()
+    await asyncio.Event().wait()
+
+
 async def payments_open_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the databases and build the services, before any listener serves a page that reads them; they
     close after every listener stopped (this context is entered before the listeners, so it exits after)."""
@@ -179,8 +256,8 @@ async def payments_open_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def payments_run_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Once outbound HTTP exists: check Core's chain (wrong: startup error; down: paused) and run the watcher;
-    the watcher stops first at shutdown, before anything it uses."""
+    """Once outbound HTTP exists: check Core's chain (wrong: startup error; down: paused), re-watch the open
+    escrows, then run the watchers; they stop first at shutdown, before anything they use."""
     config, parts = app[appkeys.CONFIG], app[PARTS]
     parts.client.attach(app.get(appkeys.HTTP))
     tasks: list[asyncio.Task[None]] = []
@@ -192,9 +269,13 @@ async def payments_run_ctx(app: web.Application) -> AsyncIterator[None]:
             reachable = False
         if not reachable:
             tasks.append(asyncio.create_task(reconnect(parts.bitcoin, config.bitcoin_network), name="core"))
-    tasks.append(asyncio.create_task(supervised("the payment watcher", parts.payments.run), name="payments"))
+    rewatched = asyncio.Event()  # the watchers wait: without its descriptors the wallet shows funded escrows empty
+    tasks.append(asyncio.create_task(supervised("the escrow re-watch", lambda: _rewatch(app, rewatched)), name="rw"))
+    payments_run = functools.partial(payments_loop, parts.payments, rewatched)  # refreshes before the gate opens
+    tasks.append(asyncio.create_task(supervised("the payment watcher", payments_run), name="payments"))
     if parts.bitcoin is not None:  # the moderator's own sighting of funded escrows (its refund window)
-        tasks.append(asyncio.create_task(supervised("the moderation watcher", parts.moderation.run), name="cases"))
+        cases_run = after(rewatched, parts.moderation.run)
+        tasks.append(asyncio.create_task(supervised("the moderation watcher", cases_run), name="cases"))
     try:
         yield
     finally:

@@ -19,8 +19,12 @@ from ..adapters.datadir import DataDirLock
 from ..adapters.fsutil import atomic_write, make_private_dir
 from ..core import config as cfg
 from ..core.errors import ConfigError, PasarError, ValidationError
+from .backup import add_backup_commands
 from .commands import add_listing_commands, add_node_command, add_store_commands
+from .demo import add_demo_commands
 from .discovery import add_discovery_commands
+from .doctor import add_doctor_command
+from .logs import setup_logging
 from .output import out, problem_lines
 from .payments import add_payment_commands
 from .purchases import add_purchase_commands
@@ -48,6 +52,7 @@ def _ask_password() -> str:
 
 
 async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
+    from ..app.metrics import SCRAPE_FILE, metrics_token
     from ..core.crypto import hash_password
 
     # Ask first: a refused password must not leave a data dir nobody can log in to.
@@ -64,13 +69,15 @@ async def cmd_init(args: argparse.Namespace, config: cfg.Config) -> int:
         token_path = config.admin_token_path
         if created or args.new_token or not token_path.exists():
             atomic_write(token_path, (secrets.token_urlsafe(32) + "\n").encode(), mode=0o600)
+        metrics_token(config.data_dir, renew=args.new_metrics_token)  # GET /metrics only: docs/metrics.md
     finally:
         lock.release()
-    if not created and password_hash is None and not args.new_token:
+    if not created and password_hash is None and not args.new_token and not args.new_metrics_token:
         out(f"{config.data_dir} is already initialised (use --reset-password or --new-token to change them)")
         return 0
     out(f"initialised {config.data_dir}")
     out(f"admin API token: {token_path} (mode 0600)")
+    out(f"scrape-only token for GET /metrics: {config.data_dir / SCRAPE_FILE} (mode 0600)")
     return 0
 
 
@@ -139,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the data directory, admin password and API token")
     p.add_argument("--reset-password", action="store_true", help="set a new admin password")
     p.add_argument("--new-token", action="store_true", help="replace the admin API token")
+    p.add_argument("--new-metrics-token", action="store_true", help="replace the scrape-only metrics.token")
     p.set_defaults(func=cmd_init, needs_init=False)
 
     p = sub.add_parser("run", parents=[common], help="run the node (stores, admin)")
@@ -154,43 +162,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_discovery_commands(sub, common)
     add_payment_commands(sub, common)
     add_purchase_commands(sub, common)
+    add_backup_commands(sub, common)
+    add_demo_commands(sub, common)
+    add_doctor_command(sub, common)
     return parser
+
+
+def _report(json_logs: bool, message: str, *details: str) -> None:
+    """The reason a command ends: with ``log_format = json`` a JSON record at ERROR (and the plain line only
+    when stderr is a terminal, for the person at it); else the plain line."""
+    if json_logs:
+        log.error("%s", "\n  ".join((message, *details)))
+    if not json_logs or sys.stderr.isatty():
+        print(f"pasar: {message}", file=sys.stderr)
+        for line in details:
+            print(f"  {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    json_logs = False  # until the settings are read, errors are plain lines
     try:
         data_dir = cfg.resolve_data_dir(getattr(args, "data_dir", None), os.environ)
         flags = {s.name: getattr(args, s.name) for s in cfg.SETTINGS if hasattr(args, s.name)}
         config = cfg.load(data_dir, flags=flags)
-        logging.basicConfig(
-            level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
+        setup_logging(config.log_level, config.log_format)
+        json_logs = config.log_format == "json"
         if getattr(args, "needs_init", True) and not (data_dir / "node.json").exists():
             raise ConfigError(f"{data_dir} is not initialised: run `pasar init` first")
         return int(asyncio.run(args.func(args, config)))
     except ValidationError as exc:
         log.debug("the error in detail", exc_info=exc)
-        print(f"pasar: error: {exc.headline}", file=sys.stderr)
-        for line in problem_lines(exc.fields):
-            print(f"  {line}", file=sys.stderr)
+        _report(json_logs, f"error: {exc.headline}", *problem_lines(exc.fields))
         return 1
     except PasarError as exc:
         log.debug("the error in detail", exc_info=exc)  # --log-level debug: the traceback and its causes
-        print(f"pasar: error: {exc.message}", file=sys.stderr)
+        _report(json_logs, f"error: {exc.message}")
         return 1
     except BrokenPipeError:  # `pasar config | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a data dir that can't be made or read (/proc, permissions, a full disk)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"pasar: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _report(json_logs, f"error: {where}{exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
-        print("pasar: interrupted", file=sys.stderr)
+        _report(json_logs, "interrupted")
         return 130
     except UnicodeDecodeError:
-        print("pasar: error: the file is not UTF-8 text", file=sys.stderr)
+        _report(json_logs, "error: the file is not UTF-8 text")
         return 1
 
 

@@ -7,7 +7,6 @@ one-line message.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,12 +14,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from . import setting_checks as checks
+from .dsn import check_dsn
 from .errors import ConfigError
+from .setting_checks import NETWORKS as NETWORKS
+from .setting_checks import host_port as host_port
 
 ENV_PREFIX = "PASAR_"
-# Environment variables that are not settings (read by the CLI directly; PASAR_BITCOIND and
-# PASAR_TEST_WORKERS by the test script).
-ENV_RESERVED = {"PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD", "PASAR_BITCOIND", "PASAR_TEST_WORKERS"}
+# Environment variables that are not settings (read by the CLI directly; PASAR_BITCOIND,
+# PASAR_PG_BIN and PASAR_TEST_WORKERS by the test script and `pasar demo`).
+ENV_RESERVED = {
+    *("PASAR_DATA_DIR", "PASAR_ADMIN_PASSWORD", "PASAR_BACKUP_PASSPHRASE"),
+    *("PASAR_BITCOIND", "PASAR_PG_BIN", "PASAR_TEST_WORKERS"),
+}
 CONFIG_FILE = "pasar.toml"
 T = TypeVar("T")
 
@@ -39,114 +45,6 @@ class Setting:
     check: Callable[[Any], str | None] | None = None
 
 
-def _port(value: int) -> str | None:
-    return None if 0 <= value <= 65535 else "must be a port number 0-65535 (0 = any free port)"
-
-
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _loopback(value: str) -> str | None:
-    try:
-        if ipaddress.ip_address(value).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return "must be a loopback IP address such as 127.0.0.1 (listeners are never public)"
-
-
-def _ttl(value: int) -> str | None:
-    return None if value >= 3600 else "must be at least 3600 (catalogs are re-signed at half their lifetime)"
-
-
-def _announce_ttl(value: int) -> str | None:
-    """Peers refuse an announcement that lives longer than 30 days (docs/protocol.md)."""
-    return _ttl(value) or (None if value <= 30 * 86400 else "must be at most 2592000 (30 days: peers refuse longer)")
-
-
-def host_port(value: str) -> tuple[str, int] | None:
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-        return None
-    return host, int(port)
-
-
-def _ipv4_loopback(host: str) -> bool:
-    """Tor endpoints: IPv4 loopback only (stem 1.8.2 cannot connect to IPv6 control ports)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.version == 4 and address.is_loopback
-
-
-def _tor_control(value: str) -> str | None:
-    if value == "" or value.startswith("/"):
-        return None
-    parsed = host_port(value)
-    if parsed and _ipv4_loopback(parsed[0]):
-        return None
-    return (
-        "must be empty (Pasar starts its own tor), a loopback HOST:PORT such as 127.0.0.1:9051, "
-        "or a control socket path"
-    )
-
-
-def _tor_socks(value: str) -> str | None:
-    parsed = host_port(value) if value else None
-    if value == "" or (parsed and _ipv4_loopback(parsed[0])):
-        return None
-    return "must be empty (ask tor) or a loopback HOST:PORT such as 127.0.0.1:9050"
-
-
-def _at_least(minimum: int) -> Callable[[int], str | None]:
-    def check(value: int) -> str | None:
-        return None if value >= minimum else f"must be at least {minimum}"
-
-    return check
-
-
-def _onions(value: tuple[str, ...]) -> str | None:
-    """Node onion addresses (56 characters, ``.onion`` optional), checksum included."""
-    from .addresses import is_address, normalize
-
-    bad = [v for v in value if not is_address(normalize(v))]
-    return f"must list v3 onion addresses; not one: {', '.join(map(repr, bad))}" if bad else None
-
-
-def _log_level(value: str) -> str | None:
-    levels = ("debug", "info", "warning", "error")
-    return None if value.lower() in levels else f"must be one of {', '.join(levels)}"
-
-
-NETWORKS = ("main", "test", "signet", "regtest")
-"""``bitcoin_network`` values; Core's ``getblockchaininfo`` chain "testnet4" also counts as "test"."""
-
-
-def _between(low: int, high: int) -> Callable[[int], str | None]:
-    def check(value: int) -> str | None:
-        return None if low <= value <= high else f"must be between {low} and {high}"
-
-    return check
-
-
-def _network(value: str) -> str | None:
-    return None if value in NETWORKS else f"must be one of {', '.join(NETWORKS)}"
-
-
-def _rpc_url(value: str) -> str | None:
-    scheme, sep, rest = value.partition("://")
-    if value == "" or (sep and scheme in ("http", "https") and rest and "@" not in rest):
-        return None
-    return "must be empty (the network's default port on 127.0.0.1) or http://HOST:PORT, without credentials"
-
-
-def _poll(value: float) -> str | None:
-    return None if value >= 0.2 else "must be at least 0.2"
-
-
 def setting(default: T, help: str, check: Callable[[T], str | None] | None = None, *, secret: bool = False) -> T:
     """A field of ``Config``: its default, its help text and its check, declared once."""
     return field(default=default, metadata={"help": help, "check": check, "secret": secret})
@@ -157,25 +55,29 @@ class Config:
     """Every setting, declared once: the table, the defaults and the typed values are this class."""
 
     data_dir: Path
-    admin_host: str = setting("127.0.0.1", "admin listener address (loopback only)", _loopback)
-    admin_port: int = setting(8420, "admin listener port (0 = any free port)", _port)
-    store_host: str = setting("127.0.0.1", "store listeners' address (loopback only)", _loopback)
+    admin_host: str = setting("127.0.0.1", "admin listener address (loopback only)", checks.loopback)
+    admin_port: int = setting(8420, "admin listener port (0 = any free port)", checks.port)
+    store_host: str = setting("127.0.0.1", "store listeners' address (loopback only)", checks.loopback)
     store_port_base: int = setting(
         8421,
         "first port given to new stores; each store keeps its port, moved with `pasar store set-port` "
         "(0 = any free port each run)",
-        _port,
+        checks.port,
     )
-    page_size: int = setting(24, "listings per storefront page", _positive)
-    catalog_ttl: int = setting(7 * 86400, "seconds a signed catalog stays valid (>= 3600)", _ttl)
-    max_image_bytes: int = setting(8 * 1024 * 1024, "largest image upload, bytes", _positive)
-    max_image_side: int = setting(1600, "images are scaled down to this many pixels", _positive)
-    max_images: int = setting(10, "images per listing", _positive)
-    log_level: str = setting("info", "debug, info, warning or error", _log_level)
+    page_size: int = setting(24, "listings per storefront page", checks.positive)
+    catalog_ttl: int = setting(7 * 86400, "seconds a signed catalog stays valid (>= 3600)", checks.ttl)
+    max_image_bytes: int = setting(8 * 1024 * 1024, "largest image upload, bytes", checks.positive)
+    max_image_side: int = setting(1600, "images are scaled down to this many pixels", checks.positive)
+    max_images: int = setting(10, "images per listing", checks.positive)
+    log_level: str = setting("info", "debug, info, warning or error", checks.log_level)
     tor_control: str = setting(
-        "", "a running tor's control port HOST:PORT or socket path; empty = Pasar starts its own tor", _tor_control
+        "",
+        "a running tor's control port HOST:PORT or socket path; empty = Pasar starts its own tor",
+        checks.tor_control,
     )
-    tor_socks: str = setting("", "tor's SocksPort HOST:PORT for outbound connections; empty = ask tor", _tor_socks)
+    tor_socks: str = setting(
+        "", "tor's SocksPort HOST:PORT for outbound connections; empty = ask tor", checks.tor_socks
+    )
     tor_password: str = setting("", "control port password, if that tor uses HashedControlPassword", secret=True)
     tor_binary: str = setting("tor", "the tor program Pasar starts when tor_control is empty")
     tor_extra_torrc: str = setting(
@@ -188,33 +90,39 @@ class Config:
     )
     seed_peers: tuple[str, ...] = setting(
         (), "other nodes' onion addresses to gossip with first (comma-separated; add more with `pasar peers add`)",
-        _onions,
+        checks.onions,
     )  # fmt: skip
-    gossip_interval: int = setting(300, "seconds between gossip rounds (>= 5)", _at_least(5))
-    crawl_interval: int = setting(900, "seconds between crawls of announced stores' catalogs (>= 5)", _at_least(5))
-    announce_ttl: int = setting(
-        7 * 86400, "seconds a store announcement stays valid (3600 to 2592000, 30 days)", _announce_ttl
+    gossip_interval: int = setting(300, "seconds between gossip rounds (>= 5)", checks.at_least(5))
+    crawl_interval: int = setting(
+        900, "seconds between crawls of announced stores' catalogs (>= 5)", checks.at_least(5)
     )
-    max_peers: int = setting(256, "gossip peers kept (the least reachable are dropped)", _positive)
-    max_announcements: int = setting(20000, "store announcements kept (those expiring soonest are dropped)", _positive)
+    announce_ttl: int = setting(
+        7 * 86400, "seconds a store announcement stays valid (3600 to 2592000, 30 days)", checks.announce_ttl
+    )
+    max_peers: int = setting(256, "gossip peers kept (the least reachable are dropped)", checks.positive)
+    max_announcements: int = setting(
+        20000, "store announcements kept (those expiring soonest are dropped)", checks.positive
+    )
     unreachable_drop_after: int = setting(
-        14 * 86400, "seconds a store may stay unreachable before the directory drops it", _at_least(60)
+        14 * 86400, "seconds a store may stay unreachable before the directory drops it", checks.at_least(60)
     )
     mirror_total_bytes: int = setting(
-        256 * 1024 * 1024, "bytes of other stores' signed catalogs kept to serve as mirrors", _positive
+        256 * 1024 * 1024, "bytes of other stores' signed catalogs kept to serve as mirrors", checks.positive
     )
     directory_public: bool = setting(False, "serve this node's directory (search pages) on a public onion of its own")
     blocklist_subscriptions: tuple[str, ...] = setting(
-        (), "directory onions whose signed blocklists this node applies (comma-separated)", _onions
+        (), "directory onions whose signed blocklists this node applies (comma-separated)", checks.onions
     )
-    node_port: int = setting(0, "loopback port of the node onion's listener (0 = any free port)", _port)
-    directory_port: int = setting(0, "loopback port of the public directory's listener (0 = any free port)", _port)
+    node_port: int = setting(0, "loopback port of the node onion's listener (0 = any free port)", checks.port)
+    directory_port: int = setting(
+        0, "loopback port of the public directory's listener (0 = any free port)", checks.port
+    )
 
     # -- payments: Bitcoin Core over JSON-RPC and 2-of-3 escrow (docs/api.md "Payments") --
     payments: bool = setting(True, "take orders with Bitcoin escrow (false: no checkout)")
-    bitcoin_network: str = setting("main", "main, test, signet or regtest: Core's chain and addresses", _network)
+    bitcoin_network: str = setting("main", "main, test, signet or regtest: Core's chain and addresses", checks.network)
     bitcoin_rpc_url: str = setting(
-        "", "Bitcoin Core's JSON-RPC URL; empty = http://127.0.0.1:<the network's default port>", _rpc_url
+        "", "Bitcoin Core's JSON-RPC URL; empty = http://127.0.0.1:<the network's default port>", checks.rpc_url
     )
     bitcoin_rpc_cookie: str = setting(
         "", "Core's .cookie file; empty = the network's under ~/.bitcoin (unused with bitcoin_rpc_user)"
@@ -223,36 +131,60 @@ class Config:
     bitcoin_rpc_password: str = setting("", "RPC password of bitcoin_rpc_user", secret=True)
     bitcoin_wallet: str = setting("", "Core's signing wallet for escrow keys and signatures (empty = the default)")
     escrow_timeout_blocks: int = setting(
-        6480, "blocks after payment until the vendor alone may claim the escrow (144 to 65535)", _between(144, 65535)
+        6480,
+        "blocks after payment until the vendor alone may claim the escrow (144 to 65535)",
+        checks.between(144, 65535),
     )
-    confirmations: int = setting(1, "confirmations before the vendor is told to ship (0 to 100)", _between(0, 100))
-    payment_window: int = setting(7200, "seconds an order may stay unpaid (its stock is then released)", _at_least(60))
+    confirmations: int = setting(
+        1, "confirmations before the vendor is told to ship (0 to 100)", checks.between(0, 100)
+    )
+    payment_window: int = setting(
+        7200, "seconds an order may stay unpaid (its stock is then released)", checks.at_least(60)
+    )
     accept_window: int = setting(
-        3 * 86400, "seconds the vendor has to accept a paid order before it is refunded", _at_least(60)
+        3 * 86400, "seconds the vendor has to accept a paid order before it is refunded", checks.at_least(60)
     )
     max_unpaid_orders: int = setting(
-        50, "unpaid orders a store holds at once; checkout waits beyond that (each holds stock)", _positive
+        50, "unpaid orders a store holds at once; checkout waits beyond that (each holds stock)", checks.positive
     )
-    payment_poll_interval: float = setting(5.0, "seconds between checks of escrow addresses (>= 0.2)", _poll)
-    fallback_fee_rate: int = setting(10, "sat/vB for payouts when Core has no fee estimate", _positive)
-    max_fee_rate: int = setting(500, "highest fee rate (sat/vB) a payout may pay; higher is refused", _positive)
+    payment_poll_interval: float = setting(5.0, "seconds between checks of escrow addresses (>= 0.2)", checks.poll)
+    fallback_fee_rate: int = setting(10, "sat/vB for payouts when Core has no fee estimate", checks.positive)
+    max_fee_rate: int = setting(500, "highest fee rate (sat/vB) a payout may pay; higher is refused", checks.positive)
 
     # -- node-to-node orders: signed store-and-forward messages (docs/protocol.md "Order messages") --
     message_retry_first: float = setting(
-        15.0, "seconds before an unacknowledged order message is first re-sent (doubles, with jitter)", _poll
+        15.0, "seconds before an unacknowledged order message is first re-sent (doubles, with jitter)", checks.poll
     )
-    message_retry_cap: float = setting(3600.0, "longest wait (seconds) between re-sends of an order message", _poll)
+    message_retry_cap: float = setting(
+        3600.0, "longest wait (seconds) between re-sends of an order message", checks.poll
+    )
     message_give_up: int = setting(
         14 * 86400,
         "seconds before an unacknowledged order message shows failed (it is re-sent until acked, for 365 days)",
-        _at_least(60),
+        checks.at_least(60),
     )
     purchase_poll_interval: float = setting(
-        60.0, "seconds between asks to a store for news on this node's open purchases (>= 0.2)", _poll
+        60.0, "seconds between asks to a store for news on this node's open purchases (>= 0.2)", checks.poll
     )
     review_grace: int = setting(
-        86400, "seconds a store has to put a gossiped review in its catalog before the directory flags it", _positive
+        86400,
+        "seconds a store has to put a gossiped review in its catalog before the directory flags it",
+        checks.positive,
     )
+
+    # -- operations: backups (docs/backup.md), directory backend (docs/directory-postgres.md), logs --
+    backup_dir: str = setting(
+        "", "absolute path of a folder for scheduled encrypted backups (empty = none)", checks.absolute_or_empty
+    )
+    backup_interval: int = setting(86400, "seconds between scheduled backups (>= 60)", checks.at_least(60))
+    backup_keep: int = setting(7, "scheduled backups kept in backup_dir (the oldest are deleted)", checks.positive)
+    directory_dsn: str = setting(
+        "",
+        "PostgreSQL connection string for the directory index (empty = directory.sqlite)",
+        check_dsn,
+        secret=True,
+    )
+    log_format: str = setting("text", "log lines as text or json (one JSON object per line)", checks.log_format)
 
     @property
     def admin_token_path(self) -> Path:
@@ -292,6 +224,7 @@ def _words(value: Any, where: str) -> tuple[str, ...]:
 
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
     where = f"{source}: setting {setting.name!r}"
+    shown = "(not shown: a secret)" if setting.name in SECRET_SETTINGS else repr(value)
     if setting.type is tuple:
         value = _words(value, where)
     if isinstance(value, str) and setting.type is not str:
@@ -304,14 +237,14 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
             else:
                 value = setting.type(text)
         except ValueError:
-            raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}") from None
+            raise ConfigError(f"{where} must be {setting.type.__name__}, got {shown}") from None
     if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} must be {setting.type.__name__}, got {value!r}")
+        raise ConfigError(f"{where} must be {setting.type.__name__}, got {shown}")
     problem = setting.check(value) if setting.check else None
     if problem:
-        raise ConfigError(f"{where} {problem}, got {value!r}")
+        raise ConfigError(f"{where} {problem}, got {shown}")
     return str(value).lower() if setting.name == "log_level" else value
 
 

@@ -311,9 +311,19 @@ class Bitcoin(Protocol):
     async def derive_address(self, descriptor: str) -> str:
         """``deriveaddresses`` of a descriptor with its checksum (exactly one address)."""
 
-    async def watch(self, descriptor: str) -> None:
+    async def watch(self, descriptor: str, since: int | None = None) -> None:
         """Import ``descriptor`` (with checksum) into the watch-only wallet (created/loaded on first use),
-        timestamp "now". Idempotent."""
+        timestamp "now", or ``since`` (unix time: Core rescans the blocks from then). Idempotent."""
+
+    async def rewatch(self, escrows: Sequence[tuple[str, int]]) -> list[str]:
+        """Import into the watch-only wallet each ``(descriptor, since)`` it does not hold yet (``listdescriptors``),
+        all in one ``importdescriptors`` rescanning from the earliest ``since``; the descriptors imported (one Core
+        refuses is logged and left out). ``WalletError`` when Core does not answer."""
+
+    async def rescan_progress(self) -> float | None:
+        """None once the watch-only wallet is not rescanning (and any ``watch`` deferred meanwhile is imported);
+        else the fraction of the rescan done (``getwalletinfo`` "scanning"). While a ``rewatch`` rescans, ``watch``
+        returns at once and its import is made when the rescan is over. ``WalletError`` when Core does not answer."""
 
     async def unspent(self, addresses: Sequence[str]) -> list[Utxo]:
         """``listunspent 0 9999999 [addresses]`` in the watch-only wallet (mempool included)."""

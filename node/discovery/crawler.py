@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from ..core import addresses, ports
@@ -72,6 +73,12 @@ class Crawler:
         self._subscriptions = subscriptions
         self._rng = rng or random.Random()
         self.progress = CrawlProgress()
+        # Since start, for the node's metrics: passes, listings indexed, stores by result of their fetch
+        # ("indexed", "unchanged", "failed"; a failed store's catalog then taken from a mirror: also "mirrored").
+        self.passes = 0
+        self.last_finished: int | None = None  # when the last pass ended (stays while the next one runs)
+        self.listings_indexed = 0
+        self.results: Counter[str] = Counter()
         self._pass: asyncio.Task[CrawlProgress] | None = None
         self._thumbs = asyncio.Semaphore(limits.thumb_concurrency)
         self._thumb_fetches: dict[tuple[str, str], asyncio.Future[bytes | None]] = {}
@@ -143,6 +150,8 @@ class Crawler:
             raise failed.exceptions[0] from failed
         finally:
             progress.running, progress.finished_at = False, self._now()
+            self.passes += 1
+            self.last_finished = progress.finished_at
         log.info(
             "crawler: pass done, %d stores, %d listings indexed, %d failed, %d from mirrors",
             progress.total,
@@ -167,6 +176,7 @@ class Crawler:
             indexed = await self._direct(ann, held)
         except REFUSED as exc:
             progress.failed += 1
+            self.results["failed"] += 1
             reason = exc.message if isinstance(exc, PasarError) else str(exc)
             log.info("crawler: %s failed: %s", store, reason)
             await self._directory.failed(store, reason)
@@ -175,11 +185,16 @@ class Crawler:
                 if mirrored is not None:
                     progress.mirrored += 1
                     progress.indexed += mirrored
+                    self.results["mirrored"] += 1
+                    self.listings_indexed += mirrored
             return
         if indexed is None:
             progress.unchanged += 1
+            self.results["unchanged"] += 1
         else:
             progress.indexed += indexed
+            self.results["indexed"] += 1
+            self.listings_indexed += indexed
 
     async def _direct(self, ann: Announcement, held: HeldCatalog | None) -> int | None:
         """Listings indexed from the store itself, or None when it had nothing newer (304 / same or older)."""

@@ -2,14 +2,19 @@
 
 ``Directory`` runs the SQL of ``directory_index.py`` (writes, each one
 transaction), ``directory_read.py`` (reads, one snapshot each) and
-``moderation.py`` on ``directory.sqlite`` through the ``ports.Database``
-port. Search semantics are in ``search.py`` (user text -> a safe MATCH
-expression) and ``directory_read.py`` (ranking, filters, total).
+``moderation.py`` on ``directory.sqlite`` (or, with ``directory_dsn``, a
+PostgreSQL database several frontends may share) through the
+``ports.Database`` port; ``directory_dialect.py`` holds what the two
+engines say differently (full-text search). Search semantics are in
+``search.py`` (user text -> words -> a safe match text) and
+``directory_read.py`` (ranking, filters, total).
 
 The block list is held in memory (``is_blocked`` is synchronous, for the
 gossip relay and the crawler); every moderation write returns the new sets
 from the table in its transaction, and the write functions of the index
 re-check the table, so a block always wins over a write queued before it.
+On a database several frontends share, ``refresh_blocks`` re-reads the set
+(the app calls it periodically) to pick up blocks made by the others.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..core import ports
 from ..core.config import Config
@@ -28,6 +34,7 @@ from . import directory_read as rd
 from . import moderation as mod
 from . import review_index as rv
 from .directory_batch import IndexBatcher
+from .directory_dialect import SQLITE, Dialect
 from .models import (
     Block,
     DirectoryStore,
@@ -39,9 +46,9 @@ from .models import (
     Source,
     VerifiedCatalog,
 )
-from .search import match_expression
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 MAX_LIMIT = 100
@@ -118,13 +125,21 @@ def validate_query(query: SearchQuery) -> SearchQuery:
 
 
 class Directory:
-    def __init__(self, db: ports.Database, *, limits: DirectoryLimits, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: ports.Database,
+        *,
+        limits: DirectoryLimits,
+        clock: Callable[[], float] = time.time,
+        dialect: Dialect = SQLITE,
+    ) -> None:
         self._db = db
+        self._dialect = dialect
         self._limits = limits
         self._clock = clock
         self._blocked: mod.BlockSets = (frozenset(), frozenset())
         self._categories: tuple[float, list[tuple[str, int]]] | None = None
-        self._batcher = IndexBatcher(db, limits.caps, self._now)
+        self._batcher = IndexBatcher(db, limits.caps, self._now, dialect.lock)
 
     @property
     def limits(self) -> DirectoryLimits:
@@ -136,9 +151,29 @@ class Directory:
     def _reachable_since(self) -> int:
         return self._now() - self._limits.reachable_window
 
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
     async def open(self) -> None:
         """Load the block list into memory."""
         self._blocked = await self._db.execute_fn(mod.load_blocks)
+
+    async def refresh_blocks(self) -> None:
+        """Read the block list again (a database shared by several frontends: another one may have blocked)."""
+        self._blocked = await self._db.execute_fn(mod.load_blocks)
+
+    async def _write(
+        self, fn: Callable[[ports.SqlConnection], T], *, stores: Sequence[str] = (), blocks: bool = False
+    ) -> T:
+        """``fn`` in one write transaction, after the dialect's locks (``Dialect.lock``)."""
+        lock = self._dialect.lock
+
+        def locked(conn: ports.SqlConnection) -> T:
+            lock(conn, stores, blocks=blocks)
+            return fn(conn)
+
+        return await self._db.execute_write_fn(locked)
 
     # -- crawl state ---------------------------------------------------------------
     async def held(self, store: str) -> HeldCatalog | None:
@@ -157,15 +192,15 @@ class Directory:
 
     async def seen(self, store: str) -> None:
         now = self._now()
-        await self._db.execute_write_fn(lambda conn: ix.mark_seen(conn, store, now))
+        await self._write(lambda conn: ix.mark_seen(conn, store, now), stores=[store])
 
     async def failed(self, store: str, reason: str) -> None:
         now = self._now()
-        await self._db.execute_write_fn(lambda conn: ix.mark_failed(conn, store, reason, now))
+        await self._write(lambda conn: ix.mark_failed(conn, store, reason, now), stores=[store])
 
     async def expire(self, *, drop_after: int) -> int:
         now = self._now()
-        dropped = await self._db.execute_write_fn(lambda conn: ix.expire(conn, now=now, drop_after=drop_after))
+        dropped = await self._write(lambda conn: ix.expire(conn, now=now, drop_after=drop_after), blocks=True)
         if dropped:
             self._categories = None
             log.info("directory: %d store(s) expired or dropped as unreachable", dropped)
@@ -179,9 +214,11 @@ class Directory:
         COUNT_CAP matches lists them most recently indexed first, unranked (directory_read.py).
         """
         checked = validate_query(query)
-        match = match_expression(checked.q)
+        match, dialect = self._dialect.match(checked.q), self._dialect
         since = self._reachable_since()
-        page = await self._db.execute_fn(lambda conn: rd.search(conn, checked, match, reachable_since=since))
+        page = await self._db.execute_fn(
+            lambda conn: rd.search(conn, checked, match, reachable_since=since, dialect=dialect)
+        )
         results = [r for r in page["results"] if not self._result_blocked(r)]
         return SearchPage(total=page["total"], results=results)
 
@@ -203,9 +240,11 @@ class Directory:
 
     async def stores(self, *, limit: int = 100, offset: int = 0) -> list[DirectoryStore]:
         limit, offset, since = max(1, min(limit, 1000)), max(0, offset), self._reachable_since()
-        now, grace = self._now(), self._limits.review_grace
+        now, grace, dialect = self._now(), self._limits.review_grace, self._dialect
         return await self._db.execute_fn(
-            lambda conn: rd.stores(conn, limit=limit, offset=offset, reachable_since=since, now=now, grace=grace)
+            lambda conn: rd.stores(
+                conn, limit=limit, offset=offset, reachable_since=since, now=now, grace=grace, dialect=dialect
+            )
         )
 
     async def categories(self) -> list[tuple[str, int]]:
@@ -228,8 +267,8 @@ class Directory:
         if self.is_blocked(store):
             return
         now, caps = self._now(), self._limits.caps
-        kept = await self._db.execute_write_fn(
-            lambda conn: ix.put_thumb(conn, store, image_id, data, now=now, caps=caps)
+        kept = await self._write(
+            lambda conn: ix.put_thumb(conn, store, image_id, data, now=now, caps=caps), stores=[store]
         )
         if not kept:
             log.debug("directory: thumbnail %s of %s not kept (%d bytes)", image_id, store, len(data))
@@ -284,13 +323,13 @@ class Directory:
         block = Block(
             kind=kind, value=value, reason=mod.clean_text(reason, mod.MAX_REASON), source=source, created_at=self._now()
         )
-        self._blocked = await self._db.execute_write_fn(lambda conn: mod.add_block(conn, block))
+        self._blocked = await self._write(lambda conn: mod.add_block(conn, block), blocks=True)
         self._categories = None
         return block
 
     async def unblock(self, kind: str, value: str) -> None:
         kind, value = mod.normalize_block(kind, value)
-        self._blocked = await self._db.execute_write_fn(lambda conn: mod.remove_block(conn, kind, value))
+        self._blocked = await self._write(lambda conn: mod.remove_block(conn, kind, value), blocks=True)
 
     async def blocks(self) -> list[Block]:
         return await self._db.execute_fn(mod.list_blocks)
@@ -299,8 +338,8 @@ class Directory:
         """A subscribed blocklist's entries (``source`` = its onion) replace that source's previous ones."""
         now = self._now()
         stores, tags = list(stores), list(tags)
-        self._blocked = await self._db.execute_write_fn(
-            lambda conn: mod.replace_source(conn, source, stores, tags, now=now)
+        self._blocked = await self._write(
+            lambda conn: mod.replace_source(conn, source, stores, tags, now=now), blocks=True
         )
         self._categories = None
 
@@ -324,7 +363,7 @@ class Directory:
     async def unsubscribe(self, onion: str) -> None:
         """Stop following a blocklist and drop its entries (NotFound if not subscribed)."""
         onion = mod.normalize_store(onion, "onion")
-        self._blocked = await self._db.execute_write_fn(lambda conn: mod.remove_subscription(conn, onion))
+        self._blocked = await self._write(lambda conn: mod.remove_subscription(conn, onion), blocks=True)
 
     async def subscriptions(self) -> list[str]:
         return await self._db.execute_fn(mod.list_subscriptions)

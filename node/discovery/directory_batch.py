@@ -16,7 +16,7 @@ write runs in its own task, shielded).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core import ports
@@ -24,6 +24,10 @@ from . import directory_index as ix
 from .models import Source, VerifiedCatalog
 
 MAX_BATCH_LISTINGS = 5_000
+
+
+def _no_lock(conn: ports.SqlConnection, stores: Sequence[str]) -> None:
+    return None
 
 
 @dataclass(eq=False)
@@ -39,6 +43,8 @@ class IndexBatcher:
     db: ports.Database
     caps: ix.Caps
     now: Callable[[], int]
+    lock: Callable[[ports.SqlConnection, Sequence[str]], None] = _no_lock
+    """Takes the batch's locks first in its transaction (``Dialect.lock``: PostgreSQL's per-store locks)."""
     _pending: list[_Pending] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -66,9 +72,10 @@ class IndexBatcher:
         await asyncio.shield(task)
 
     async def _run(self, batch: list[_Pending]) -> None:
-        now, caps = self.now(), self.caps
+        now, caps, lock = self.now(), self.caps, self.lock
 
         def write(conn: ports.SqlConnection) -> list[int]:
+            lock(conn, [p.catalog.store for p in batch])
             return [ix.index_catalog(conn, p.catalog, source=p.source, etag=p.etag, now=now, caps=caps) for p in batch]
 
         try:

@@ -4,7 +4,9 @@ Each function runs inside one write transaction of ``directory.sqlite``
 (``ports.Database.execute_write_fn``); the schema is
 ``node/adapters/directory_schema.py``. Blocks are re-read from the table in
 the same transaction, so a block that committed first always wins over an
-index that was queued before it.
+index that was queued before it. On PostgreSQL, where several frontends
+write at once, the Directory first takes ``Dialect.lock``'s locks in the
+same transaction, which keeps that true across frontends.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .models import CatalogListing, HeldCatalog, Source, VerifiedCatalog
 
 BACKOFF_BASE = 60  # seconds after the first failure, doubled each failure
 BACKOFF_MAX = 6 * 3600
+# min(BACKOFF_BASE / 2 * 2**failures, BACKOFF_MAX) in SQL both engines run: the max from this many failures on.
+_BACKOFF_STEPS = next(k for k in range(64) if (BACKOFF_BASE // 2) << k >= BACKOFF_MAX)
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,12 @@ _TEXT = ("title", "description", "category", "tags")
 _OTHER = ("price_sat", "ships_to", "created_at", "thumb")
 
 
-_NO_MARKS = str.maketrans("", "", "\ue000\ue001")
+_NO_MARKS = str.maketrans("", "", "\ue000\ue001\x00")
 
 
 def unmarked(text: str) -> str:
-    """``text`` without U+E000/U+E001: search snippets use them to mark matches, so stored text never has them."""
+    """``text`` without U+E000/U+E001 (search snippets use them to mark matches, so stored text never has them)
+    and without NUL (PostgreSQL text cannot hold it)."""
     return text.translate(_NO_MARKS)
 
 
@@ -131,8 +136,8 @@ def _upsert_store(
         " last_error = CASE WHEN ? THEN '' ELSE stores.last_error END",
         (
             catalog.store,
-            catalog.name,
-            catalog.description,
+            unmarked(catalog.name),
+            unmarked(catalog.description),
             catalog.seq,
             catalog.hash,
             etag,
@@ -276,15 +281,19 @@ def mark_seen(conn: ports.SqlConnection, store: str, now: int) -> None:
 
 
 def mark_failed(conn: ports.SqlConnection, store: str, reason: str, now: int) -> None:
+    """Count a failed fetch and back off; a failure while the store is already backed off (another
+    frontend of a shared PostgreSQL directory failed on it first, in the same pass) is not counted again."""
     if store_blocked(conn, store):
         return
     conn.execute(
         "INSERT INTO stores (onion, added_at, last_attempt, failures, next_try, last_error) "
         "VALUES (?, ?, ?, 1, ?, ?) "
-        "ON CONFLICT (onion) DO UPDATE SET last_attempt = excluded.last_attempt, failures = stores.failures + 1, "
-        " next_try = excluded.last_attempt + min(? * (1 << min(stores.failures + 1, 20)), ?), "
-        " last_error = excluded.last_error",
-        (store, now, now, now + BACKOFF_BASE, reason[:200], BACKOFF_BASE // 2, BACKOFF_MAX),
+        "ON CONFLICT (onion) DO UPDATE SET last_attempt = excluded.last_attempt, last_error = excluded.last_error, "
+        " failures = stores.failures + CASE WHEN stores.next_try > excluded.last_attempt THEN 0 ELSE 1 END, "
+        " next_try = CASE WHEN stores.next_try > excluded.last_attempt THEN stores.next_try "
+        "  ELSE excluded.last_attempt + CASE WHEN stores.failures + 1 >= ? THEN ? "
+        "  ELSE ? * (1 << CAST(stores.failures + 1 AS INTEGER)) END END",
+        (store, now, now, now + BACKOFF_BASE, unmarked(reason[:200]), _BACKOFF_STEPS, BACKOFF_MAX, BACKOFF_BASE // 2),
     )
 
 

@@ -1,5 +1,8 @@
 """The directory's read functions: search, newest, stores, categories (run on a read connection).
 
+The full-text parts differ between SQLite and PostgreSQL (``directory_dialect.py``); what
+follows is how SQLite does it; PostgreSQL does the same with ``ts_rank`` over the GIN index.
+
 Search ranks inside FTS5: ``listings_fts`` has its bm25 weights as its
 ``rank`` (title 10, description 2, category 4, tags 5), so
 ``ORDER BY listings_fts.rank LIMIT n`` lets FTS5 sort the matches itself
@@ -27,19 +30,13 @@ from typing import Any
 from ..core import ports
 from ..core.models import Sats
 from . import review_index
+from .directory_dialect import ELLIPSIS, HEADLINE_OPTIONS, RESULT_COLUMNS, SNIPPET_TOKENS, SQLITE, Dialect
+from .directory_dialect import MARK_CLOSE as MARK_CLOSE  # the snippet marks, as before the dialects
+from .directory_dialect import MARK_OPEN as MARK_OPEN
 from .models import DirectoryStore, Rating, SearchPage, SearchQuery, SearchResult
 
 COUNT_CAP = 10_000
 SCAN_CAP = 20_000  # matches a filtered count of a broad query looks at, most recently indexed first
-MARK_OPEN = "\ue000"
-MARK_CLOSE = "\ue001"
-ELLIPSIS = "…"
-SNIPPET_TOKENS = 16
-
-_RESULT_COLUMNS = (
-    "l.store, l.id, l.title, l.price_sat, l.category, l.thumb, l.created_at, l.description, "
-    "s.name AS store_name, s.source, s.as_of, s.failures, s.last_seen"
-)
 
 
 def _filters(query: SearchQuery) -> tuple[str, list[object]]:
@@ -89,60 +86,93 @@ def _plain_snippet(description: str) -> str:
     return text + ELLIPSIS if len(words) > SNIPPET_TOKENS else text
 
 
-def search(conn: ports.SqlConnection, query: SearchQuery, match: str | None, *, reachable_since: int) -> SearchPage:
-    """One page of results and the (capped) total; ``match`` None = newest first, filters only.
+def search(
+    conn: ports.SqlConnection,
+    query: SearchQuery,
+    match: str | None,
+    *,
+    reachable_since: int,
+    dialect: Dialect = SQLITE,
+) -> SearchPage:
+    """One page of results and the (capped) total; ``match`` (``dialect.match``) None = newest first, filters only.
 
     The SQL text is built from constants only (``_filters`` adds fixed conditions); every value is bound.
     """
     where, params = _filters(query)
     if match is None:
         return _newest_page(conn, query, where, params, reachable_since=reachable_since)
-    matches = _count(conn, "SELECT 1 FROM listings_fts WHERE listings_fts MATCH ? LIMIT ?", (match,), COUNT_CAP + 1)
+    total: int | None = None
+    rows: list[Any] | None = None
+    if dialect.counts_in_one_pass:
+        matches, total, rows = _one_pass(conn, query, match, where, params, dialect)
+    else:
+        matches = _count(conn, f"{dialect.matches_sql} LIMIT ?", (match,), COUNT_CAP + 1)
+        total = None if where else matches
     broad = matches > COUNT_CAP
-    total = matches
-    if where:
+    if total is None:
         # A broad query with filters counts among its SCAN_CAP most recently indexed matches only.
         total = _count(
             conn,
-            "SELECT 1 FROM (SELECT rowid FROM listings_fts WHERE listings_fts MATCH ? ORDER BY rowid DESC LIMIT ?) m "  # noqa: S608
-            f"JOIN listings l ON l.rowid = m.rowid WHERE 1{where} LIMIT ?",
+            f"SELECT 1 FROM ({dialect.matches_sql} ORDER BY rowid DESC LIMIT ?) m "  # noqa: S608
+            f"JOIN listings l ON l.rowid = m.rowid WHERE 1 = 1{where} LIMIT ?",
             (match, SCAN_CAP, *params),
             COUNT_CAP + 1,
         )
-    rows = conn.execute(
-        f"SELECT {_RESULT_COLUMNS}, snippet(listings_fts, 1, ?, ?, ?, {SNIPPET_TOKENS}) AS snip, "  # noqa: S608
-        f" {'0.0' if broad else 'listings_fts.rank'} AS rank "
-        "FROM listings_fts JOIN listings l ON l.rowid = listings_fts.rowid JOIN stores s ON s.onion = l.store "
-        f"WHERE listings_fts MATCH ?{where} "
-        f"ORDER BY {'listings_fts.rowid DESC' if broad else 'listings_fts.rank'} LIMIT ? OFFSET ?",
-        (MARK_OPEN, MARK_CLOSE, ELLIPSIS, match, *params, query.limit, query.offset),
-    ).fetchall()
+    if rows is None:
+        rows = conn.execute(
+            dialect.page_sql(where, broad=broad),
+            dialect.page_params(match, params, broad=broad, limit=query.limit, offset=query.offset),
+        ).fetchall()
     results = [
         _result(
-            r, snippet=r["snip"] or _plain_snippet(r["title"]), score=-float(r["rank"]), reachable_since=reachable_since
+            r,
+            snippet=dialect.snippet(r["snip"], r["description"]) or _plain_snippet(r["title"]),
+            score=-float(r["rank"]),
+            reachable_since=reachable_since,
         )
         for r in rows
     ]
     return SearchPage(total=total, results=results)
 
 
+def _one_pass(
+    conn: ports.SqlConnection, query: SearchQuery, match: str, where: str, params: list[object], dialect: Dialect
+) -> tuple[int, int | None, list[Any] | None]:
+    """The matches (capped), the filtered total and the ranked page from one statement
+    (``Dialect.counted_page_sql``); None where ``search`` still has to ask (a broad query's page, a
+    broad filtered total, the filtered total behind an empty page)."""
+    rows = conn.execute(
+        dialect.counted_page_sql(where),
+        (match, COUNT_CAP + 1, match, COUNT_CAP, *params, query.limit, query.offset, match, HEADLINE_OPTIONS),
+    ).fetchall()
+    matches = int(rows[0]["matches"])
+    if matches > COUNT_CAP:
+        return matches, None if where else matches, None
+    hits = [r for r in rows if r["hit"] is not None]
+    if hits:
+        return matches, int(hits[0]["filtered"]), hits
+    if not where:
+        return matches, matches, hits
+    return matches, None if query.offset else 0, hits
+
+
 def _count(conn: ports.SqlConnection, inner: str, params: tuple[object, ...], cap: int) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM ({inner})", (*params, cap)).fetchone()[0])  # noqa: S608
+    return int(conn.execute(f"SELECT count(*) FROM ({inner}) AS counted", (*params, cap)).fetchone()[0])  # noqa: S608
 
 
 def _newest_page(
     conn: ports.SqlConnection, query: SearchQuery, where: str, params: list[object], *, reachable_since: int
 ) -> SearchPage:
     rows = conn.execute(
-        f"SELECT {_RESULT_COLUMNS} FROM listings l JOIN stores s ON s.onion = l.store "  # noqa: S608
-        f"WHERE 1{where} ORDER BY l.listed_at DESC, l.rowid DESC LIMIT ? OFFSET ?",
+        f"SELECT {RESULT_COLUMNS} FROM listings l JOIN stores s ON s.onion = l.store "  # noqa: S608
+        f"WHERE 1 = 1{where} ORDER BY l.listed_at DESC, l.rowid DESC LIMIT ? OFFSET ?",
         (*params, query.limit, query.offset),
     ).fetchall()
     results = [
         _result(r, snippet=_plain_snippet(r["description"]), score=0.0, reachable_since=reachable_since) for r in rows
     ]
     total = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM listings l WHERE 1{where} LIMIT ?)",  # noqa: S608
+        f"SELECT count(*) FROM (SELECT 1 FROM listings l WHERE 1 = 1{where} LIMIT ?) AS counted",  # noqa: S608
         (*params, COUNT_CAP + 1),
     ).fetchone()[0]
     return SearchPage(total=int(total), results=results)
@@ -207,10 +237,17 @@ def store(
 
 
 def stores(
-    conn: ports.SqlConnection, *, limit: int, offset: int, reachable_since: int, now: int, grace: int
+    conn: ports.SqlConnection,
+    *,
+    limit: int,
+    offset: int,
+    reachable_since: int,
+    now: int,
+    grace: int,
+    dialect: Dialect = SQLITE,
 ) -> list[DirectoryStore]:
     rows = conn.execute(
-        _SELECT_STORE + " ORDER BY name COLLATE NOCASE, onion LIMIT ? OFFSET ?",
+        f"{_SELECT_STORE} ORDER BY {dialect.store_order} LIMIT ? OFFSET ?",
         (limit, offset),
     ).fetchall()
     return [_store(conn, r, reachable_since=reachable_since, now=now, grace=grace) for r in rows]

@@ -72,11 +72,11 @@ class Gossip:
         self.renew = renew
         self.on_reviews = on_reviews  # where new reviews go (the directory)
         self.peer_table = PeerTable(db, me=me, max_peers=limits.max_peers, interval=limits.gossip_interval)
-        self.epoch = ""
-        self.counter = 0
+        self.epoch, self.counter = "", 0
         self.held: dict[str, S.Held] = {}
         self.own = gossip_own.OwnSchedule(self)
         self.served = RoundStats()
+        self.totals = RoundStats()  # every round's figures added up (the node's metrics read them)
         self._writing = asyncio.Lock()
         self._floor: int | None = None  # while the table is full: what a newcomer must beat
         self._tokens = float(limits.push_budget)
@@ -239,17 +239,17 @@ class Gossip:
     async def round(self) -> RoundStats:
         """One round: expire, renew and stem own announcements, then exchange with ``fanout`` random peers."""
         now = self.now()
-        stats = RoundStats()
-        async with self._writing:
-            gone = await self.db.execute_write_fn(lambda c: S.expire(c, now=now))
-            for store in gone:
-                self.held.pop(store, None)
-            self._floor = None if gone else self._floor
-        await self.own.renew_due(now)
-        stemmed = await self.own.stem_due(now, stats)
-        due = [p for p in self.peer_table.due(now) if p.onion not in stemmed]  # no exchange beside a stem
-        chosen = self.rng.sample(due, min(self.limits.fanout, len(due)))
-        await asyncio.gather(*(self._exchange(peer, now, stats) for peer in chosen))
+        with self.totals.adding() as stats:  # into the totals even when the round raises
+            async with self._writing:
+                gone = await self.db.execute_write_fn(lambda c: S.expire(c, now=now))
+                for store in gone:
+                    self.held.pop(store, None)
+                self._floor = None if gone else self._floor
+            await self.own.renew_due(now)
+            stemmed = await self.own.stem_due(now, stats)
+            due = [p for p in self.peer_table.due(now) if p.onion not in stemmed]  # no exchange beside a stem
+            chosen = self.rng.sample(due, min(self.limits.fanout, len(due)))
+            await asyncio.gather(*(self._exchange(peer, now, stats) for peer in chosen))
         return stats
 
     async def _exchange(self, peer: Peer, now: int, stats: RoundStats) -> None:
@@ -330,7 +330,8 @@ class Gossip:
             while (left := wake - self._clock()) > 0:
                 due = self.own.next_due()
                 await asyncio.sleep(max(0.0, min(left, left if due is None else due - self._clock())))
-                await self.own.stem_due(self.now(), RoundStats())
+                with self.totals.adding(rounds=0) as stems:  # stems on their own due time count too
+                    await self.own.stem_due(self.now(), stems)
 
     # -- own stores and reviews -----------------------------------------------------
     async def publish_review(self, raw: bytes) -> None:

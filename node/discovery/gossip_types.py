@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -68,9 +70,16 @@ class GossipLimits:
         )
 
 
+_SUMMED = (
+    *("contacted", "succeeded", "failed", "messages", "sent_bytes", "received_bytes"),
+    *("accepted", "duplicates", "rejected", "bad_signatures", "refused", "stems"),
+)
+
+
 @dataclass
 class RoundStats:
-    """What one round did (also the totals of ``handle`` calls in ``Gossip.served``)."""
+    """What one round did (also the totals of ``handle`` calls in ``Gossip.served``, and of every round in
+    ``Gossip.totals``: the node's metrics read both)."""
 
     contacted: int = 0
     succeeded: int = 0
@@ -81,9 +90,29 @@ class RoundStats:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0  # invalid items (bad signature, shape, expired...)
+    bad_signatures: int = 0  # of the rejected: a signature that does not verify
     refused: int = 0  # valid but not kept: blocked, budget, per-exchange cap, table full
     stems: int = 0
     banned: list[str] = field(default_factory=list)
+    rounds: int = 0  # totals only: the rounds added up
+    bans: int = 0  # totals only: peers banned (``banned`` of each round)
+
+    def add(self, other: RoundStats, *, rounds: int = 1) -> None:
+        """Add one round's figures to these totals (``banned`` is counted, not kept); ``rounds=0`` for stems
+        sent between rounds."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rounds += rounds
+        self.bans += len(other.banned)
+
+    @contextmanager
+    def adding(self, *, rounds: int = 1) -> Iterator[RoundStats]:
+        """A fresh ``RoundStats`` to fill, added to these totals at the end, also when the work raises."""
+        stats = RoundStats()
+        try:
+            yield stats
+        finally:
+            self.add(stats, rounds=rounds)
 
 
 @dataclass
@@ -98,4 +127,5 @@ class Intake:
         stats.accepted += self.accepted
         stats.duplicates += self.duplicates
         stats.rejected += self.rejected
+        stats.bad_signatures += self.bad_signatures
         stats.refused += self.refused

@@ -152,10 +152,11 @@ def add_report(
     found = conn.execute("SELECT 1 FROM listings WHERE store = ? AND id = ?", (store, listing)).fetchone()
     if found is None:
         raise ValidationError({"listing": "this directory has no such listing (it may have been removed)"})
-    cursor = conn.execute(
-        "INSERT INTO reports (store, listing, reason, created_at) VALUES (?, ?, ?, ?)", (store, listing, reason, now)
-    )
-    report_id = int(cursor.lastrowid or 0)
+    row = conn.execute(
+        "INSERT INTO reports (store, listing, reason, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        (store, listing, reason, now),
+    ).fetchone()
+    report_id = int(row[0])
     conn.execute("DELETE FROM reports WHERE id <= ?", (report_id - cap,))
     return Report(id=report_id, store=store, listing=listing, reason=reason, created_at=now)
 

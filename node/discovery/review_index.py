@@ -27,6 +27,18 @@ from .models import DirectoryReview, Rating, VerifiedCatalog
 MAX_GOSSIP_PER_STORE = 2000  # gossip-only reviews kept per store (catalogs carry at most 1,000 more)
 MAX_SHOWN = 200  # reviews in one store's page / API answer
 UNCHECKED = "unchecked"
+_ALL = 2**62  # LIMIT of "all the rest" (SQLite's -1 and PostgreSQL's ALL differ)
+
+
+_COLUMNS = (
+    "signer, store, seq, order_id, listing, rating, text, outpoint, block, address, issued_at, expires_at, raw, "
+    "in_catalog, gossip_at, chain, checked_at"
+)
+_REPLACE = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:])
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "")  # PostgreSQL text cannot hold NUL
 
 
 def _insert(
@@ -39,20 +51,19 @@ def _insert(
     checked_at: int | None,
 ) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO reviews (signer, store, seq, order_id, listing, rating, text, outpoint, block, "
-        " address, issued_at, expires_at, raw, in_catalog, gossip_at, chain, checked_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO reviews ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+        f"ON CONFLICT (signer) DO UPDATE SET {_REPLACE}",
         (
             r.signer,
             r.store,
             r.seq,
-            r.order,
-            r.listing,
+            _text(r.order),
+            _text(r.listing),
             r.rating,
-            r.text,
-            r.outpoint,
-            r.block,
-            r.address,
+            _text(r.text),
+            _text(r.outpoint),
+            _text(r.block),
+            _text(r.address),
             r.issued_at,
             r.expires_at,
             r.raw,
@@ -76,7 +87,8 @@ def put(conn: ports.SqlConnection, review: Review, *, now: int, from_catalog: bo
         return False
     if row is not None and int(row["seq"]) >= review.seq:
         conn.execute(
-            "UPDATE reviews SET in_catalog = max(in_catalog, ?), gossip_at = coalesce(gossip_at, ?) "
+            "UPDATE reviews SET in_catalog = CASE WHEN ? = 1 THEN 1 ELSE in_catalog END, "
+            " gossip_at = coalesce(gossip_at, ?) "
             "WHERE signer = ? AND store = ?",
             (int(from_catalog), gossip_at, review.signer, review.store),
         )
@@ -119,8 +131,8 @@ def from_gossip(conn: ports.SqlConnection, reviews: Iterable[Review], *, now: in
     for store in stores:
         conn.execute(
             "DELETE FROM reviews WHERE signer IN (SELECT signer FROM reviews WHERE store = ? AND in_catalog = 0 "
-            " ORDER BY issued_at DESC, signer LIMIT -1 OFFSET ?)",
-            (store, MAX_GOSSIP_PER_STORE),
+            " ORDER BY issued_at DESC, signer LIMIT ? OFFSET ?)",
+            (store, _ALL, MAX_GOSSIP_PER_STORE),
         )
     return new
 

@@ -1,4 +1,4 @@
-"""User search text -> a safe FTS5 MATCH expression (pure).
+"""User search text -> a safe FTS5 MATCH expression, or parsed words for PostgreSQL (pure).
 
 Nothing the user types becomes FTS5 syntax. The text is cut to
 :data:`MAX_CHARS` characters and split on white space into words; each word
@@ -24,6 +24,7 @@ that pass the filters).
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 
 MAX_CHARS = 256
 MAX_WORDS = 12
@@ -53,14 +54,17 @@ def tokens(word: str) -> list[str]:
     return found
 
 
-def _phrase(parts: list[str], prefix: bool) -> str:
-    text = " ".join(parts).replace('"', '""')  # no quote survives tokens(); doubled anyway
-    return f'"{text}"*' if prefix else f'"{text}"'
+@dataclass(frozen=True)
+class Word:
+    """One user word: its tokens (side by side, in order) and whether the last one matches as a prefix."""
+
+    tokens: tuple[str, ...]
+    prefix: bool
 
 
-def match_expression(text: str) -> str | None:
-    """A MATCH expression for ``text`` (every word quoted, implicit AND), or None if it has no word."""
-    words: list[tuple[list[str], bool]] = []
+def parse(text: str) -> list[Word]:
+    """The words of ``text`` as the search uses them (empty: no word, list the newest)."""
+    words: list[Word] = []
     starred = False
     for raw in text[:MAX_CHARS].split():
         parts = tokens(raw)
@@ -68,15 +72,29 @@ def match_expression(text: str) -> str | None:
             continue
         star = raw.endswith("*")
         starred = starred or star
-        words.append((parts, star and len(parts[-1]) >= MIN_PREFIX))
+        words.append(Word(tuple(parts), star and len(parts[-1]) >= MIN_PREFIX))
         if len(words) == MAX_WORDS:
             break
-    if not words:
-        return None
-    if not starred:
-        last, _ = words[-1]
-        words[-1] = (last, len(last[-1]) >= MIN_AUTO_PREFIX)
-    return " ".join(_phrase(parts, prefix) for parts, prefix in words)
+    if words and not starred:
+        last = words[-1]
+        words[-1] = Word(last.tokens, len(last.tokens[-1]) >= MIN_AUTO_PREFIX)
+    return words
+
+
+def _phrase(word: Word) -> str:
+    text = " ".join(word.tokens).replace('"', '""')  # no quote survives tokens(); doubled anyway
+    return f'"{text}"*' if word.prefix else f'"{text}"'
+
+
+def fts5_expression(words: list[Word]) -> str:
+    """The FTS5 MATCH text of parsed ``words`` (each a quoted phrase, implicit AND)."""
+    return " ".join(_phrase(w) for w in words)
+
+
+def match_expression(text: str) -> str | None:
+    """A MATCH expression for ``text`` (every word quoted, implicit AND), or None if it has no word."""
+    words = parse(text)
+    return fts5_expression(words) if words else None
 
 
 def terms(text: str) -> list[str]:

@@ -299,6 +299,10 @@ class ModeratorService:
     async def cases(self) -> list[Case]:
         return await self._store.cases()
 
+    async def active_cases(self) -> list[Case]:
+        """Every case not decided yet (no cap), newest first: the recovery sheet and the re-watch read these."""
+        return await self._store.active_cases()
+
     async def case(self, case_id: str) -> Case:
         return await self._store.case(case_id)
 

@@ -38,6 +38,10 @@ class CaseState(StrEnum):
     DECIDED = "decided"  # the operator decided; the split PSBT carries the moderator's signature
 
 
+# Cases this node may still act on (sight the funding, sign a refund again, decide): a decided one is final.
+ACTIVE = (CaseState.OPEN, CaseState.REFUND_SIGNED, CaseState.DISPUTED)
+
+
 @dataclass(frozen=True)
 class Case:
     """One order this node moderates, as its operator sees it."""
@@ -131,6 +135,20 @@ class ModerationStore:
         else:
             rows = await self._db.execute("SELECT record FROM cases ORDER BY updated_at DESC LIMIT ?", (limit,))
         return [_case(r) for r in rows]
+
+    async def active_cases(self, *, page: int = 500) -> list[Case]:
+        """Every case not final (``ACTIVE``), newest first, read ``page`` rows at a time: no cap."""
+        sql = (
+            "SELECT record, created_at, id FROM cases WHERE state IN (SELECT value FROM json_each(?)) "
+            "AND (created_at < ? OR (created_at = ? AND id < ?)) ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        states = json.dumps([s.value for s in ACTIVE])
+        found: list[Case] = []
+        after: tuple[int, str] = (2**62, "")
+        while rows := await self._db.execute(sql, (states, after[0], after[0], after[1], page)):
+            found += [_case(r) for r in rows]
+            after = (int(rows[-1]["created_at"]), str(rows[-1]["id"]))
+        return found
 
     async def unfunded(self, since: int, *, limit: int = 1000) -> list[Case]:
         """Open cases created at or after ``since`` whose escrow this node has not seen funded yet, oldest first."""

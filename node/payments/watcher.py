@@ -28,6 +28,7 @@ from . import flows, orders, settlement
 from .checkout import ACCEPT_WINDOW
 from .flows import Ctx
 from .models import Funding, HistoryEntry, Order, OrderState, Party, PayoutKind
+from .order_store import OrderStore
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,17 @@ def accept_window(ctx: Ctx, order: Order) -> int:
     return int(stored) if stored.isascii() and stored.isdigit() else ctx.settings.accept_window
 
 
+async def watched_orders(store: OrderStore, now: int) -> list[Order]:
+    """The orders a round reads: every open one, and the newest ``LATE_ORDERS`` expired ones within
+    ``LATE_WINDOW`` (a payment after expiry is refunded, not lost). The start-up re-watch imports these."""
+    expired = await store.list(state=S.EXPIRED.value, limit=LATE_ORDERS)
+    late = [o for o in expired if now - o.pay_by < LATE_WINDOW]
+    return [*await store.open_orders(), *late]
+
+
 async def watch_once(ctx: Ctx) -> None:
     """One round over every open order; Core down (``WalletError``) ends the round, other errors skip one order."""
-    now = ctx.now()
-    expired = await ctx.store.list(state=S.EXPIRED.value, limit=LATE_ORDERS)
-    late = [o for o in expired if now - o.pay_by < LATE_WINDOW]  # a payment after expiry is refunded, not lost
-    open_orders = [*await ctx.store.open_orders(), *late]
+    open_orders = await watched_orders(ctx.store, ctx.now())
     if not open_orders:
         return
     btc = ctx.wallet()

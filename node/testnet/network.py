@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,8 +72,22 @@ class TestNet:
         self._clients: dict[str, ClientTor] = {}
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._ready = False
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Make an ``up()`` running in another thread stop the tors it started and raise, within a poll.
+
+        For a caller that fails (or gets Ctrl-C) while the network starts beside its own work. The object
+        stays cancelled: a later ``up()`` raises at once.
+        """
+        self._cancelled.set()
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise TestNetError(f"starting the test network under {self.root} was cancelled")
 
     def up(self, *, timeout: float = 90.0) -> None:
+        self._check_cancelled()
         if self._registry.exists():
             if self.is_up():
                 log.info("test network under %s is already up", self.root)
@@ -176,6 +191,7 @@ class TestNet:
             node.torrc.write_text(self._server_torrc(node, offset))
         self._save()  # the registry exists before any tor runs
         for node in nodes:
+            self._check_cancelled()
             node.pid = self._launch(node.torrc, node.data_dir)
             self._save()
 
@@ -194,6 +210,7 @@ class TestNet:
 
     def _wait_consensus(self, timeout: float) -> None:
         for _ in ticks(timeout):
+            self._check_cancelled()
             for node in self._auths + self._relays:
                 proc = self._procs.get(node.pid)
                 if (proc.poll() is not None) if proc else not is_ours(node.pid, node.torrc):
@@ -302,11 +319,20 @@ class TestNet:
         if self._registry.exists():
             self._save()
 
-    def down(self) -> None:
-        """Stop every tor in the registry (and any this object started), then wipe the data dirs."""
+    def down(self, *, keep_logs: bool = False) -> None:
+        """Stop every tor in the registry (and any this object started), then wipe the data dirs.
+
+        ``keep_logs``: stop the tors and remove the registry only, as a failed ``up()`` does; the data dirs
+        and their logs stay for a look (the next ``up()`` or ``down()`` wipes them).
+        """
         if self._registry.exists():
             self._load()
         self._stop_all()
+        if keep_logs:
+            self._registry.unlink(missing_ok=True)
+            self._ready = False
+            log.info("test network under %s is stopped; its logs stay in %s", self.root, self._net)
+            return
         shutil.rmtree(self._net, ignore_errors=True)
         for path in (self.root / "member.torrc", self._empty, self._registry):
             path.unlink(missing_ok=True)

@@ -26,6 +26,10 @@ from .origin import check_same_origin
 COOKIE = "pasar_admin"
 SESSION_TTL = 12 * 3600
 PUBLIC_PATHS = ("/login", "/static/", "/favicon.ico")
+# The JSON API: the admin API token (``admin.token``) as a bearer token, no session.
+TOKEN_PATHS = ("/api/",)
+# The Prometheus scrape: the scrape-only ``metrics.token`` (not the admin token), accepted nowhere else.
+METRICS_PATH = "/metrics"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -43,6 +47,7 @@ SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 class AdminAuth:
     password_hash: bytes | None
     api_token: str
+    metrics_token: str = ""  # set with the /metrics route (``web/metrics.py``); empty: no scrape
     allowed_hosts: set[str] = field(default_factory=set)
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: int = 0
@@ -84,12 +89,20 @@ class AdminAuth:
         self.sessions.pop(request.cookies.get(COOKIE, ""), None)
 
     def check_token(self, request: web.Request) -> None:
+        self._check_bearer(request, self.api_token, "admin.token")
+
+    def check_metrics_token(self, request: web.Request) -> None:
+        """``GET /metrics``: the scrape-only token; the admin token is refused (monitoring never holds it)."""
+        self._check_bearer(request, self.metrics_token, "metrics.token")
+
+    @staticmethod
+    def _check_bearer(request: web.Request, expected: str, file: str) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing API token: send 'Authorization: Bearer <admin.token>'")
-        if not hmac.compare_digest(token.strip().encode(), self.api_token.encode()):
-            raise Unauthorized("wrong API token: use the one in <data-dir>/admin.token")
+            raise Unauthorized(f"missing token: send 'Authorization: Bearer <{file}>'")
+        if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            raise Unauthorized(f"wrong token: use the one in <data-dir>/{file}")
 
     def check_origin(self, request: web.Request) -> None:
         # The raw header: aiohttp's request.host would look up this machine's name.
@@ -106,7 +119,10 @@ def make_guard(auth: AdminAuth) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth.check_origin(request)
-        if request.path.startswith("/api/"):
+        if request.path == METRICS_PATH:
+            auth.check_metrics_token(request)
+            return await handler(request)
+        if request.path.startswith(TOKEN_PATHS):
             auth.check_token(request)
             return await handler(request)
         if request.path.startswith(PUBLIC_PATHS):

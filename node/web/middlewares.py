@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..core.errors import PasarError, Unavailable, ValidationError
-from . import appkeys
+from . import appkeys, metrics
 from .render import page
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,15 @@ HEADERS = {
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every listener's ``on_response_prepare``: the headers, and the request counted with its final status."""
     response.headers.update(HEADERS)
+    metrics.sent(request, response)
 
 
 async def admin_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Admin pages and API replies carry secrets (client keys, CSRF tokens): never cached."""
     response.headers.update(HEADERS)
+    metrics.sent(request, response)
     if response.content_type in ("text/html", "application/json"):
         response.headers["Cache-Control"] = "no-store"
 
@@ -79,6 +82,14 @@ def _where(request: web.Request) -> str:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error (below); the request is counted in the node's metrics (``web/metrics.py``) when its
+    response (a redirect too) is prepared, with the status sent: ``security_headers``/``admin_headers``.
+    (A client that leaves before the answer cancels the handler: that request is not counted.)"""
+    metrics.received(request)
+    return await _rendered(request, handler)
+
+
+async def _rendered(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PasarError as exc:

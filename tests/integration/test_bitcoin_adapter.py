@@ -267,11 +267,18 @@ async def test_concurrent_watches_wait_for_each_other(vendor_core, moderator_cor
     assert [c.amount_sat for c in await vendor_core.unspent(addresses)] == [10_000]
 
 
-async def test_fee_rate_falls_back_when_core_has_no_estimate(regtest):
-    assert regtest.cli("estimatesmartfee", 6).get("feerate") is None  # a fresh regtest has no data
-    core = regtest.adapter("vendor", watch_name("fee"), fallback_fee_rate=7)
-    assert await core.fee_rate() == 7
-    assert await regtest.adapter("vendor", watch_name("fee"), fallback_fee_rate=1).fee_rate() >= 1
+async def test_fee_rate_falls_back_when_core_has_no_estimate(bitcoind, tmp_path):
+    # A chain of its own: the session's regtest gains fee estimates once other tests have paid fees.
+    fresh = Regtest(tmp_path / "fresh", bitcoind=bitcoind.bitcoind)
+    try:
+        await asyncio.to_thread(fresh.start)
+        await asyncio.to_thread(fresh.create_wallet, "vendor")
+        assert fresh.cli("estimatesmartfee", 6).get("feerate") is None  # a fresh regtest has no data
+        core = fresh.adapter("vendor", watch_name("fee"), fallback_fee_rate=7)
+        assert await core.fee_rate() == 7
+        assert await fresh.adapter("vendor", watch_name("fee"), fallback_fee_rate=1).fee_rate() >= 1
+    finally:
+        await asyncio.to_thread(fresh.stop)
 
 
 async def test_bad_psbt_and_descriptor_are_validation_errors(vendor_core):

@@ -1,18 +1,33 @@
-"""Builders shared by the directory tests: real VerifiedCatalog records and a real directory.sqlite."""
+"""Builders shared by the directory tests: real VerifiedCatalog records and a real directory database.
+
+``opened`` (import it into a test module: it overrides tests/unit/conftest.py's, and the conftest's
+``directory`` fixture then uses it) runs each test on both backends: a directory.sqlite in tmp_path,
+and a fresh database in the session's throwaway PostgreSQL (``postgres`` fixture of tests/conftest.py:
+skipped without PostgreSQL binaries, a failure under ``CI``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
+
+from node.adapters import directory_pg_schema
 from node.adapters.directory_schema import MIGRATIONS
+from node.adapters.pg import PgDatabase
 from node.adapters.sqlite import SQLiteDatabase
 from node.core.addresses import address_from_pubkey
 from node.core.models import Sats
 from node.discovery.directory import Directory, DirectoryLimits
+from node.discovery.directory_dialect import POSTGRES, SQLITE
 from node.discovery.models import CatalogListing, VerifiedCatalog
+from tests.pg import ThrowawayPostgres
 
 NOW = 1_800_000_000
 DAY = 86400
@@ -75,16 +90,41 @@ class Clock:
 
 @dataclass
 class Opened:
-    dbs: list[SQLiteDatabase] = field(default_factory=list)
+    backend: str = "sqlite"
+    postgres: ThrowawayPostgres | None = None
+    dbs: list[SQLiteDatabase | PgDatabase] = field(default_factory=list)
+    dsns: dict[Path, str] = field(default_factory=dict)  # one database per tmp_path: reopening finds the data
 
     async def directory(self, path, clock: Clock, **limits: int) -> Directory:
-        db = SQLiteDatabase(path / "directory.sqlite", MIGRATIONS, synchronous="NORMAL")
+        if self.backend == "pg":
+            assert self.postgres is not None
+            if path not in self.dsns:
+                self.dsns[path] = await asyncio.to_thread(self.postgres.create_database)
+            db: SQLiteDatabase | PgDatabase = PgDatabase(
+                self.dsns[path], directory_pg_schema.MIGRATIONS, component=directory_pg_schema.COMPONENT
+            )
+            dialect = POSTGRES
+        else:
+            db = SQLiteDatabase(path / "directory.sqlite", MIGRATIONS, synchronous="NORMAL")
+            dialect = SQLITE
         await db.open()
         self.dbs.append(db)
-        directory = Directory(db, limits=DirectoryLimits(**limits), clock=clock)
+        directory = Directory(db, limits=DirectoryLimits(**limits), clock=clock, dialect=dialect)
         await directory.open()
         return directory
 
     async def close(self) -> None:
         for db in self.dbs:
             await db.close()
+
+
+BACKENDS = ("sqlite", "pg")
+
+
+@pytest.fixture(params=BACKENDS)
+async def opened(request: pytest.FixtureRequest) -> AsyncIterator[Opened]:
+    """Directories on each backend (the PG one in the session's throwaway PostgreSQL)."""
+    postgres = request.getfixturevalue("postgres") if request.param == "pg" else None
+    o = Opened(request.param, postgres)
+    yield o
+    await o.close()

@@ -95,7 +95,7 @@ def test_the_settings_table_is_the_config_class(tmp_path):
     for setting in config.SETTINGS:
         assert getattr(plain, setting.name) == setting.default and setting.help
         assert isinstance(setting.default, setting.type)
-    assert config.SECRET_SETTINGS == {"tor_password", "bitcoin_rpc_password"}
+    assert config.SECRET_SETTINGS == {"tor_password", "bitcoin_rpc_password", "directory_dsn"}
     with pytest.raises(ConfigError, match="admin_port"):
         config.load(tmp_path, env={}, flags={"admin_port": 70000})
 

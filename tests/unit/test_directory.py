@@ -9,7 +9,10 @@ from node.core.errors import ValidationError
 from node.discovery.directory import COUNT_CAP
 from node.discovery.directory_read import MARK_CLOSE, MARK_OPEN
 from node.discovery.models import SearchQuery, Source
+from tests.unit import directory_helpers
 from tests.unit.directory_helpers import DAY, NOW, catalog, listing, onion
+
+opened = directory_helpers.opened  # every test of this file runs on SQLite and on PostgreSQL
 
 
 async def search(directory, q="", **filters):
@@ -173,6 +176,13 @@ async def test_pages_and_total(directory):
     assert first["total"] == second["total"] == 25
     assert len(ids(first)) == 10 and len(ids(third)) == 5
     assert len(set(ids(first) + ids(second) + ids(third))) == 25
+    past = await search(directory, "candle", limit=10, offset=30)  # past the end: no results, the same total
+    assert (past["total"], ids(past)) == (25, [])
+    filtered = {"category": "clothing", "max_price_sat": 10_000}
+    assert (await search(directory, "candle", limit=10, offset=20, **filtered))["total"] == 25
+    assert (await search(directory, "candle", limit=10, offset=30, **filtered))["total"] == 25
+    assert (await search(directory, "candle", category="food"))["total"] == 0
+    assert (await search(directory, "candle", offset=10, category="food"))["total"] == 0
     assert COUNT_CAP == 10_000
 
 
@@ -212,6 +222,8 @@ HOSTILE = [
     "a)",
     "\x00\x01\x1f",
     "\u202e\ufeff",
+    "\ue000\ue001 socks",
+    "\uf8ff",
     "😀 socks",
     "x" * 5000,
     " ".join(["w"] * 100),
@@ -231,16 +243,19 @@ async def test_failed_backs_off_and_seen_resets(directory, clock):
     await directory.failed(store, "timeout")
     first = await directory.held(store)
     assert (first.seq, first.failures, first.next_try) == (None, 1, NOW + 60)
-    await directory.failed(store, "timeout")
+    await directory.failed(store, "timeout")  # backed off already (another frontend's failure): not counted
+    assert (await directory.held(store)).failures == 1
+    clock.now = first.next_try
     await directory.failed(store, "timeout")
     third = await directory.held(store)
-    assert (third.failures, third.next_try) == (3, NOW + 240)
+    assert (third.failures, third.next_try) == (2, first.next_try + 120)
     for _ in range(30):
+        clock.now = (await directory.held(store)).next_try
         await directory.failed(store, "timeout")
-    assert (await directory.held(store)).next_try == NOW + 6 * 3600
+    assert (await directory.held(store)).next_try == clock.now + 6 * 3600
     await directory.seen(store)
     alive = await directory.held(store)
-    assert (alive.failures, alive.next_try, alive.last_seen) == (0, 0, NOW)
+    assert (alive.failures, alive.next_try, alive.last_seen) == (0, 0, clock.now)
     assert await directory.held(onion()) is None
 
 
@@ -382,3 +397,57 @@ async def test_stored_text_never_holds_the_snippet_marks(directory):
     [hit] = (await search(directory, "heron"))["results"]
     assert hit["title"] == "Heron trap"
     assert hit["snippet"].count(MARK_OPEN) == hit["snippet"].count(MARK_CLOSE) == 1
+
+
+# -- the same matches on both backends ------------------------------------------------
+async def test_words_are_cut_at_punctuation_and_a_word_of_several_tokens_is_a_phrase(directory):
+    store = onion()
+    listings = [
+        listing("tee", "Cotton t-shirt", "Size M"),
+        listing("rev", "Shirt t", "Reversed words"),
+        listing("num", "Lens 1.5 mm", "Mail shop@example.com or see shop.example.com/lens"),
+        listing("und", "snake_case mug", "A mug"),
+    ]
+    await directory.index(catalog(store, listings), source=Source.DIRECT, etag=None)
+    assert ids(await search(directory, "t-shirt")) == ["tee"]
+    assert set(ids(await search(directory, "T SHIRT"))) == {"tee", "rev"}  # two words: anywhere
+    assert ids(await search(directory, "1.5")) == ["num"]
+    assert ids(await search(directory, "example")) == ["num"]
+    assert ids(await search(directory, "shop@example.com")) == ["num"]
+    assert ids(await search(directory, "lens mm")) == ["num"]
+    assert ids(await search(directory, "snake")) == ["und"]
+    assert ids(await search(directory, "case mug")) == ["und"]
+
+
+async def test_column_weights_order_title_tags_category_description(directory):
+    store = onion()
+    listings = [
+        listing("d", "Plain box", "A heron drawn on the lid", category="misc", tags=("wood",)),
+        listing("c", "Plain box", "Nothing", category="heron", tags=("wood",)),
+        listing("t", "Plain box", "Nothing", category="misc", tags=("heron",)),
+        listing("h", "Heron box", "Nothing", category="misc", tags=("wood",)),
+    ]
+    await directory.index(catalog(store, listings), source=Source.DIRECT, etag=None)
+    page = await search(directory, "heron")
+    assert ids(page) == ["h", "t", "c", "d"]
+    scores = [r["score"] for r in page["results"]]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+
+
+async def test_a_long_description_gives_a_cut_snippet_around_the_match(directory):
+    words = [f"w{i}" for i in range(60)]
+    words[30] = "heron"
+    store = onion()
+    await directory.index(catalog(store, [listing("a", "Box", " ".join(words))]), source=Source.DIRECT, etag=None)
+    [hit] = (await search(directory, "heron"))["results"]
+    assert f"{MARK_OPEN}heron{MARK_CLOSE}" in hit["snippet"]
+    assert hit["snippet"].startswith("…") and hit["snippet"].endswith("…")
+    assert len(hit["snippet"].split()) <= 20
+
+
+async def test_nul_characters_are_not_stored(directory):
+    store = onion()
+    cat = catalog(store, [listing("a", "Nul\x00 kettle", "Hot\x00 water")], name="Sho\x00p")
+    assert await directory.index(cat, source=Source.DIRECT, etag=None) == 1
+    [hit] = (await search(directory, "kettle"))["results"]
+    assert (hit["title"], hit["store_name"]) == ("Nul kettle", "Shop")

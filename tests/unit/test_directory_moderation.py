@@ -4,7 +4,10 @@ import pytest
 
 from node.core.errors import NotFound, ValidationError
 from node.discovery.models import SearchQuery, Source
+from tests.unit import directory_helpers
 from tests.unit.directory_helpers import catalog, listing, onion
+
+opened = directory_helpers.opened  # every test of this file runs on SQLite and on PostgreSQL
 
 
 async def found(directory, q):

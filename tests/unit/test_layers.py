@@ -49,8 +49,11 @@ RANKS: dict[str, int] = {
     # CLI imports it, so it ranks just below cli: nothing in the running node
     # (app, web, features) can import a test tool.
     "node.testnet": 11,
-    "node.cli": 12,
-    "node.__main__": 13,
+    # `pasar demo`: real `pasar` processes, a regtest bitcoind and the private Tor network on loopback,
+    # driven through their admin API; like testnet, only the CLI imports it.
+    "node.demo": 12,
+    "node.cli": 13,
+    "node.__main__": 14,
 }
 
 # Domain code receives adapters typed by node.core.ports Protocols (rule 2: it never constructs one).
@@ -65,13 +68,16 @@ FEATURES = (
 )
 # Neither features nor web/ import adapters: only the app (which builds them) and the CLI do.
 NO_ADAPTERS = (*FEATURES, "node.web")
-ONLY_IMPORTS = {"node.testnet": ("node.core", "node.adapters")}
+ONLY_IMPORTS = {
+    "node.testnet": ("node.core", "node.adapters"),
+    "node.demo": ("node.core", "node.adapters", "node.testnet"),
+}
 
 # Exactly the third-party libraries each package uses (test_allow_lists_are_exact keeps them so).
 THIRD_PARTY: dict[str, set[str]] = {
     "node": set(),
     "node.core": {"nacl"},
-    "node.adapters": {"aiohttp", "aiohttp_socks", "bitcoinrpc", "stem", "tinydb", "yarl"},
+    "node.adapters": {"aiohttp", "aiohttp_socks", "bitcoinrpc", "psycopg", "stem", "tinydb", "yarl"},
     "node.hosting": set(),
     "node.market": {"PIL"},
     "node.discovery": set(),
@@ -79,9 +85,19 @@ THIRD_PARTY: dict[str, set[str]] = {
     "node.payments": {"nacl"},
     "node.purchases": set(),
     "node.operations": set(),
-    "node.web": {"aiohttp", "aiohttp_jinja2", "jinja2", "markdown_it", "markupsafe", "multidict", "segno"},
-    "node.app": {"aiohttp"},
+    "node.web": {
+        "aiohttp",
+        "aiohttp_jinja2",
+        "jinja2",
+        "markdown_it",
+        "markupsafe",
+        "multidict",
+        "prometheus_client",
+        "segno",
+    },
+    "node.app": {"aiohttp", "prometheus_client"},
     "node.testnet": set(),
+    "node.demo": {"PIL"},
     "node.cli": {"aiohttp"},
     "node.__main__": set(),
 }

@@ -17,8 +17,11 @@ from node.discovery.review_checks import NoChain, ReviewChecks
 from node.market import catalog as market_catalog
 from node.market import profile
 from node.market import reviews as market_reviews
+from tests.unit import directory_helpers
 from tests.unit.directory_helpers import DAY, NOW, catalog, listing
 from tests.unit.review_helpers import make, receipt, shop
+
+opened = directory_helpers.opened  # every test of this file runs on SQLite and on PostgreSQL
 
 
 def _signed_catalog(key, items, *, now=NOW, extra=()):
