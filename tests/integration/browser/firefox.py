@@ -212,6 +212,7 @@ class Firefox:
         self.loads = 0
         self.last_document: tuple[str, int] = ("", 0)
         self._log = open(workdir / "firefox.log", "w")
+        self._pump: threading.Thread | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._loop = asyncio.new_event_loop()
@@ -239,11 +240,13 @@ class Firefox:
         stderr = self.proc.stderr
 
         def pump() -> None:
-            for line in stderr:
-                self._log.write(line)
-                lines.put(line)
+            with stderr:  # closed at EOF (firefox exited): an unclosed pipe warns later, in another test
+                for line in stderr:
+                    self._log.write(line)
+                    lines.put(line)
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             try:
@@ -381,6 +384,8 @@ class Firefox:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+        if self._pump is not None:
+            self._pump.join(timeout=10)  # it reads stderr to EOF and closes it, then the log can close
         self._log.close()
         self.recorder.close()
 
