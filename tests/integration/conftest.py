@@ -13,13 +13,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from node.adapters.bitcoin import BitcoinCore
 from node.testnet import TestNet
+from tests.integration.escrow_world import World, open_world
+from tests.regtest import Regtest
 
 PASSWORD = "correct horse battery"
 START_TIMEOUT = 20.0
@@ -167,3 +170,12 @@ def tornet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNet]:
         yield network
     finally:
         network.down()
+
+
+@pytest.fixture
+async def world(
+    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
+) -> AsyncIterator[World]:
+    """A vendor's payments, a moderator and the regtest chain (escrow_world.py); a test file may define its own."""
+    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
+        yield w

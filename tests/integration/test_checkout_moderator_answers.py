@@ -7,23 +7,10 @@ in either case.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from node.adapters.bitcoin import BitcoinCore
 from node.core.errors import Conflict, Unreachable
-from tests.integration.escrow_world import World, open_world
-from tests.regtest import Regtest
-
-
-@pytest.fixture
-async def world(
-    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
-) -> AsyncIterator[World]:
-    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
-        yield w
+from tests.integration.escrow_world import World
 
 
 async def test_a_fee_change_after_the_page_was_shown_places_nothing(world: World) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +19,10 @@ from node.adapters.bitcoin import BitcoinCore
 from node.core.errors import Conflict, PasarError, PsbtRefused, Unavailable, WalletError
 from node.core.models import Sats
 from node.payments.models import OrderState, Party, PayoutKind
-from tests.integration.escrow_world import AMOUNT, TIMEOUT, World, confirmed, funded, open_world, upload_buyer
-from tests.regtest import Regtest, btc
+from tests.integration.escrow_world import AMOUNT, TIMEOUT, World, confirmed, funded, upload_buyer
+from tests.regtest import btc
 
 S = OrderState
-
-
-@pytest.fixture
-async def world(
-    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
-) -> AsyncIterator[World]:
-    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
-        yield w
 
 
 # -- the flows -------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,7 +48,7 @@ from node.purchases.service import Purchases
 from node.web import appkeys
 from node.web.backup import BACKUPS
 from tests.conftest import watch_name
-from tests.integration.escrow_world import AMOUNT, TIMEOUT, World, funded, open_world
+from tests.integration.escrow_world import AMOUNT, TIMEOUT, World, funded
 from tests.integration.purchase_world import AMOUNT as BUYER_AMOUNT
 from tests.integration.purchase_world import FEE as STORE_FEE
 from tests.integration.purchase_world import Directory, StoreSide, catalog
@@ -133,14 +132,6 @@ def shell(regtest: Regtest, tmp_path: Path) -> Shell:
     work = tmp_path / "recovery"
     work.mkdir()
     return Shell(work, folder)
-
-
-@pytest.fixture
-async def world(
-    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
-) -> AsyncIterator[World]:
-    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
-        yield w
 
 
 @dataclasses.dataclass

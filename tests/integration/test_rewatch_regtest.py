@@ -38,7 +38,7 @@ from node.payments.models import OrderState
 from node.payments.moderation import ModeratorService
 from node.payments.moderation_store import Case, CaseState, ModerationStore
 from tests.conftest import watch_name
-from tests.integration.escrow_world import AMOUNT, World, funded, open_world
+from tests.integration.escrow_world import AMOUNT, World, funded
 from tests.integration.test_recovery_regtest import BLOCKS, PASSPHRASE
 from tests.regtest import Regtest, RegtestError
 
@@ -66,14 +66,6 @@ class Rescanning(BitcoinCore):
             self.lose_next_import, self.scanning = False, True
             raise WalletError("Bitcoin Core did not answer importdescriptors (timed out): is bitcoind running?")
         return answer
-
-
-@pytest.fixture
-async def world(
-    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
-) -> AsyncIterator[World]:
-    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
-        yield w
 
 
 @pytest.fixture

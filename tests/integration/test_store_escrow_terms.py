@@ -10,28 +10,14 @@ catalog, rewritten only when they change.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from node.adapters.bitcoin import BitcoinCore
 from node.core.addresses import address_from_pubkey
 from node.core.models import Profile
 from node.payments.checkout import ACCEPT_WINDOW
 from node.payments.models import OrderState
-from tests.integration.escrow_world import AMOUNT, World, open_world
-from tests.regtest import Regtest
+from tests.integration.escrow_world import AMOUNT, World
 
 S = OrderState
-
-
-@pytest.fixture
-async def world(
-    regtest: Regtest, vendor_core: BitcoinCore, moderator_core: BitcoinCore, tmp_path: Path
-) -> AsyncIterator[World]:
-    async with open_world(regtest, vendor_core, moderator_core, tmp_path) as w:
-        yield w
 
 
 async def published(w: World) -> tuple[int, Profile]:
